@@ -1,0 +1,15 @@
+import pytest
+
+
+def pytest_collection_modifyitems(config, items):
+    try:
+        from hefl.gpu import available
+        gpu = available()
+    except Exception:  # noqa: BLE001 - any failure means no usable GPU
+        gpu = False
+    if gpu:
+        return
+    skip = pytest.mark.skip(reason="no CUDA device / CuPy visible")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
