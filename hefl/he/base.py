@@ -1,0 +1,434 @@
+"""Kits and cipher arrays: the array layer every model calls.
+
+A *kit* bundles a scheme's keys with batched operations.  :class:`PublicKit` encrypts
+and evaluates; :class:`SecretKit` adds decryption.  Only public kits serialise
+(``to_bytes``); there is no code path that writes a secret key for a peer.
+
+:class:`CipherArray` is an n-dimensional array of ciphertexts under one public key, with
+one fixed-point scale (``frac_bits``) for the whole array.  For the additive schemes
+(Paillier, mock, OU) the ciphertexts are stored as one ``(*shape, L)`` uint64 limb array
+(or an object array of residues for the mock), so whole batches go to the backend in
+one call and serialise as fixed-width bytes without per-element work.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from abc import ABC, abstractmethod
+from typing import Any
+
+import numpy as np
+
+from hefl.errors import EncodingOverflowError, KeyMismatchError
+
+from .encoding import FixedPointEncoder
+
+__all__ = ["PublicKit", "SecretKit", "CipherArray", "AdditiveKit", "concatenate"]
+
+log = logging.getLogger(__name__)
+
+
+class PublicKit(ABC):
+    """Encrypt and evaluate (no decryption).  Safe to send to peers."""
+
+    scheme: str = "abstract"
+
+    @abstractmethod
+    def to_bytes(self) -> bytes:
+        """Serialise the public part only."""
+
+    def fingerprint(self) -> str:
+        """Stable identifier of the public key (hex, 32 chars)."""
+        fp = getattr(self, "_fp", None)
+        if fp is None:
+            fp = hashlib.sha256(self.scheme.encode() + b"\0" + self._fingerprint_material()).hexdigest()[:32]
+            self._fp = fp
+        return fp
+
+    def _fingerprint_material(self) -> bytes:
+        return self.to_bytes()
+
+    def public_kit(self) -> PublicKit:
+        """The public part of this kit (itself, for a public kit)."""
+        return self
+
+    def same_key(self, other: PublicKit) -> bool:
+        return other is self or (other.scheme == self.scheme and other.fingerprint() == self.fingerprint())
+
+    def check_same(self, other: PublicKit) -> None:
+        if not self.same_key(other):
+            raise KeyMismatchError(
+                f"ciphertexts under different public keys ({self.scheme}:{self.fingerprint()[:12]} "
+                f"vs {other.scheme}:{other.fingerprint()[:12]})"
+            )
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.fingerprint()[:12]})"
+
+
+class SecretKit(PublicKit):
+    """A kit that also holds the secret key and can decrypt.  Never serialised."""
+
+    @abstractmethod
+    def decrypt(self, ca: CipherArray) -> np.ndarray:
+        """Decrypt and decode to a numpy array of the cipher array's shape."""
+
+    def __reduce__(self):
+        # keep secret keys out of pickles (multiprocessing, caches, accidental sends)
+        raise TypeError(f"{type(self).__name__} holds a secret key and cannot be pickled")
+
+
+class CipherArray:
+    """An array of ciphertexts under one public key, with one fixed-point scale.
+
+    Supports ``+`` (cipher or plain), ``-``, unary ``-``, ``*`` by plain integers or
+    floats (fixed-point), ``sum()``, indexing, ``reshape``, :func:`concatenate`,
+    ``to_bytes()`` (fixed width per ciphertext) and ``raw()`` (Python ints).
+    """
+
+    __array_priority__ = 100  # make numpy defer to our __radd__ / __rmul__
+
+    def __init__(self, kit: AdditiveKit, data: np.ndarray, shape: tuple[int, ...], frac_bits: int):
+        self.kit = kit
+        self.data = data  # (*shape, *kit.item_shape)
+        self.shape = tuple(int(s) for s in shape)
+        self.frac_bits = int(frac_bits)
+
+    # -- array protocol --------------------------------------------------------------
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def __len__(self) -> int:
+        if not self.shape:
+            raise TypeError("len() of a 0-d CipherArray")
+        return self.shape[0]
+
+    def _flat(self) -> np.ndarray:
+        return self.data.reshape((self.size,) + self.kit.item_shape)
+
+    def _new(self, flat: np.ndarray, shape=None, frac_bits=None) -> CipherArray:
+        shape = self.shape if shape is None else tuple(shape)
+        return CipherArray(
+            self.kit,
+            np.asarray(flat).reshape(shape + self.kit.item_shape),
+            shape,
+            self.frac_bits if frac_bits is None else frac_bits,
+        )
+
+    def __getitem__(self, idx: Any) -> CipherArray:
+        # index an integer-position view, then gather those ciphertexts
+        pos = np.arange(self.size).reshape(self.shape)[idx]
+        pos = np.asarray(pos)
+        return self._new(self._flat()[pos.ravel()], pos.shape)
+
+    def reshape(self, *shape) -> CipherArray:
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+            shape = tuple(shape[0])
+        new_shape = np.empty(self.shape, dtype=np.int8).reshape(shape).shape
+        return self._new(self._flat(), new_shape)
+
+    def ravel(self) -> CipherArray:
+        return self.reshape(-1)
+
+    def __iter__(self):
+        for i in range(len(self)):
+            yield self[i]
+
+    def copy(self) -> CipherArray:
+        return self._new(self._flat().copy())
+
+    # -- arithmetic ------------------------------------------------------------------
+    def _aligned(self, other: CipherArray) -> tuple[CipherArray, CipherArray]:
+        self.kit.check_same(other.kit)
+        if self.frac_bits == other.frac_bits:
+            return self, other
+        if self.frac_bits < other.frac_bits:
+            return self.rescale(other.frac_bits), other
+        return self, other.rescale(self.frac_bits)
+
+    def rescale(self, frac_bits: int) -> CipherArray:
+        """Same values with more fractional bits (multiplies by 2^(Δf) homomorphically)."""
+        if frac_bits < self.frac_bits:
+            raise ValueError("can only increase the number of fractional bits")
+        if frac_bits == self.frac_bits:
+            return self
+        k = np.full(self.size, 1 << (frac_bits - self.frac_bits), dtype=object)
+        return self._new(self.kit._mul_ints(self._flat(), k), frac_bits=frac_bits)
+
+    def __add__(self, other) -> CipherArray:
+        if isinstance(other, CipherArray):
+            a, b = self._aligned(other)
+            shape = np.broadcast_shapes(a.shape, b.shape)
+            fa = a._broadcast(shape)
+            fb = b._broadcast(shape)
+            return CipherArray(self.kit, self.kit._add(fa, fb).reshape(shape + self.kit.item_shape), shape, a.frac_bits)
+        plain = np.asarray(other)
+        if plain.dtype.kind not in "biuf" and plain.dtype != object:
+            return NotImplemented
+        shape = np.broadcast_shapes(self.shape, plain.shape)
+        enc = self.kit._encode_residues(np.broadcast_to(plain, shape), self.frac_bits)
+        return CipherArray(
+            self.kit,
+            self.kit._add_plain(self._broadcast(shape), enc).reshape(shape + self.kit.item_shape),
+            shape,
+            self.frac_bits,
+        )
+
+    __radd__ = __add__
+
+    def _broadcast(self, shape) -> np.ndarray:
+        if tuple(shape) == self.shape:
+            return self._flat()
+        pos = np.broadcast_to(np.arange(self.size).reshape(self.shape), shape).ravel()
+        return self._flat()[pos]
+
+    def __neg__(self) -> CipherArray:
+        return self._new(self.kit._neg(self._flat()))
+
+    def __sub__(self, other) -> CipherArray:
+        if isinstance(other, CipherArray):
+            return self + (-other)
+        return self + (-np.asarray(other))
+
+    def __rsub__(self, other) -> CipherArray:
+        return (-self) + other
+
+    def __mul__(self, other) -> CipherArray:
+        if isinstance(other, CipherArray):
+            return NotImplemented  # additive HE: cipher × cipher is not defined
+        plain = np.asarray(other)
+        if plain.dtype.kind in "biu" or (plain.dtype == object and all(isinstance(v, int) for v in plain.ravel())):
+            ints = plain.astype(object)
+            fb = 0
+        elif plain.dtype.kind == "f":
+            fb = self.kit.mul_frac_bits
+            ints = np.asarray(FixedPointEncoder(self.kit.n).encode_signed(plain, fb), dtype=object).reshape(plain.shape)
+        else:
+            return NotImplemented
+        shape = np.broadcast_shapes(self.shape, plain.shape)
+        k = np.broadcast_to(ints, shape).ravel()
+        return CipherArray(
+            self.kit,
+            self.kit._mul_ints(self._broadcast(shape), k).reshape(shape + self.kit.item_shape),
+            shape,
+            self.frac_bits + fb,
+        )
+
+    __rmul__ = __mul__
+
+    def sum(self, axis: int | None = None) -> CipherArray:
+        """Encrypted sum over all elements (``axis=None``) or along one axis."""
+        if axis is None:
+            return self._new(self.kit._sum(self._flat())[None], ())
+        axis = axis % self.ndim
+        moved = np.moveaxis(np.arange(self.size).reshape(self.shape), axis, -1)
+        rest = moved.shape[:-1]
+        groups = moved.reshape(-1, moved.shape[-1])
+        ids = np.repeat(np.arange(groups.shape[0], dtype=np.int32), groups.shape[1])
+        flat = self._flat()[groups.ravel()]
+        out = self.kit._bucket_sum(flat, ids[:, None], groups.shape[0])[0]
+        return self._new(out, rest)
+
+    def dot(self, plain: np.ndarray) -> CipherArray:
+        """``self · plain`` for a 1-d cipher vector and a plain vector or (n, k) matrix."""
+        plain = np.asarray(plain)
+        if self.ndim != 1 or plain.shape[0] != self.shape[0]:
+            raise ValueError(f"cannot dot shapes {self.shape} and {plain.shape}")
+        if plain.ndim == 1:
+            return (self * plain).sum()
+        prod = self.reshape(-1, 1) * plain
+        return prod.sum(axis=0)
+
+    # -- serialisation ---------------------------------------------------------------
+    @property
+    def width(self) -> int:
+        """Bytes per ciphertext in :meth:`to_bytes`."""
+        return self.kit.cipher_width
+
+    def to_bytes(self) -> bytes:
+        """Fixed-width little-endian ciphertexts, row-major; shape and scale travel separately."""
+        return self.kit._to_bytes(self._flat())
+
+    def raw(self) -> list[int]:
+        """The ciphertexts as Python ints (flattened; for interop with ``phe``)."""
+        return self.kit._raw(self._flat())
+
+    def __repr__(self) -> str:
+        return f"CipherArray(shape={self.shape}, scheme={self.kit.scheme}, frac_bits={self.frac_bits})"
+
+
+def concatenate(arrays, axis: int = 0) -> CipherArray:
+    """Join cipher arrays under the same key along an existing axis."""
+    arrays = list(arrays)
+    if not arrays:
+        raise ValueError("need at least one CipherArray to concatenate")
+    first = arrays[0]
+    fb = max(a.frac_bits for a in arrays)
+    for a in arrays[1:]:
+        first.kit.check_same(a.kit)
+    arrays = [a.rescale(fb) for a in arrays]
+    data = np.concatenate([a.data for a in arrays], axis=axis)
+    shape = data.shape[: data.ndim - len(first.kit.item_shape)]
+    return CipherArray(first.kit, data, shape, fb)
+
+
+class AdditiveKit(PublicKit):
+    """Shared array logic of additively homomorphic schemes over Z_n (Paillier, OU, mock).
+
+    Subclasses provide the element engine: ``item_shape``, ``cipher_width``,
+    ``plaintext_bits`` and the ``_``-prefixed batch operations on flat data.
+    """
+
+    #: fractional bits used when multiplying by a float plain
+    mul_frac_bits: int = 20
+    item_shape: tuple[int, ...] = ()
+    n: int
+    cipher_width: int
+    plaintext_bits: int
+
+    def __init__(self):
+        self.encoder = FixedPointEncoder(self.n)
+
+    # public API ----------------------------------------------------------------------
+    def encrypt(self, x, frac_bits: int | None = None) -> CipherArray:
+        """Encrypt a numeric array with one fixed-point scale (0 for ints, 40 bits for floats)."""
+        x = np.asarray(x)
+        if x.dtype.kind not in "biuf" and x.dtype != object:
+            raise TypeError(f"cannot encrypt arrays of dtype {x.dtype}")
+        fb = FixedPointEncoder.default_frac_bits(x) if frac_bits is None else int(frac_bits)
+        res = self._encode_residues(x, fb)
+        return CipherArray(self, self._encrypt_residues(res).reshape(x.shape + self.item_shape), x.shape, fb)
+
+    def encrypt_encoded(self, residues, frac_bits: int = 0, shape=None) -> CipherArray:
+        """Encrypt already-encoded plaintexts (residues mod n: Python ints or (N, Ln) limbs)."""
+        limbs = self._residues_from(residues)
+        shape = (limbs.shape[0],) if shape is None else tuple(shape)
+        return CipherArray(self, self._encrypt_residues(limbs).reshape(shape + self.item_shape), shape, frac_bits)
+
+    def from_raw(self, values, frac_bits: int = 0, shape=None) -> CipherArray:
+        """Wrap raw ciphertext integers (e.g. from ``phe``'s ``ciphertext(False)``), validated."""
+        data = self._from_ints(list(values))
+        shape = (len(values),) if shape is None else tuple(shape)
+        return CipherArray(self, data.reshape(shape + self.item_shape), shape, frac_bits)
+
+    def cipher_from_bytes(self, data: bytes, shape, frac_bits: int) -> CipherArray:
+        """Load fixed-width ciphertext bytes; every ciphertext is range-checked."""
+        shape = tuple(int(s) for s in shape)
+        count = int(np.prod(shape, dtype=np.int64))
+        if len(data) != count * self.cipher_width:
+            from hefl.errors import InvalidCiphertextError
+
+            raise InvalidCiphertextError(
+                f"{len(data)} bytes do not hold {count} ciphertexts of {self.cipher_width} bytes"
+            )
+        flat = self._from_bytes(data, count)
+        return CipherArray(self, flat.reshape(shape + self.item_shape), shape, frac_bits)
+
+    def bucket_sum(self, ca: CipherArray, bucket_ids, n_buckets: int) -> CipherArray:
+        """Histogram primitive: per feature f and bucket b, the encrypted sum of the rows
+        ``i`` with ``bucket_ids[i, f] == b`` (``-1`` skips a row).
+
+        ``ca`` has shape (N,); ``bucket_ids`` (N,) or (N, F).  Returns shape (F, n_buckets)
+        (or (n_buckets,) for 1-d ids).
+        """
+        self.check_same(ca.kit)
+        if ca.ndim != 1:
+            raise ValueError(f"bucket_sum needs a 1-d CipherArray, got shape {ca.shape}")
+        ids = np.asarray(bucket_ids)
+        one_d = ids.ndim == 1
+        ids2 = ids.reshape(ids.shape[0], -1).astype(np.int32)
+        if ids2.shape[0] != ca.shape[0]:
+            raise ValueError(f"{ids2.shape[0]} bucket ids for {ca.shape[0]} ciphertexts")
+        if ids2.size and (ids2.max() >= n_buckets or ids2.min() < -1):
+            raise ValueError(f"bucket ids must be in [-1, {n_buckets}), got [{ids2.min()}, {ids2.max()}]")
+        out = self._bucket_sum(ca._flat(), ids2, int(n_buckets))
+        shape = (n_buckets,) if one_d else (ids2.shape[1], n_buckets)
+        return CipherArray(self, out.reshape(shape + self.item_shape), shape, ca.frac_bits)
+
+    def shift_and_pack(self, ca: CipherArray, width_bits: int, per_plaintext: int) -> CipherArray:
+        """Cipher compression: put ``per_plaintext`` consecutive ciphertexts into one.
+
+        Value k of a group ends at bit offset ``k · width_bits`` (Horner:
+        C = (…(c_{k-1}·2^w + c_{k-2})·2^w …) + c_0), so one decryption yields the group.
+        Each value must be a non-negative packed plaintext below ``2^width_bits``.
+        """
+        self.check_same(ca.kit)
+        if per_plaintext * width_bits > self.plaintext_bits:
+            raise EncodingOverflowError(
+                f"{per_plaintext} values of {width_bits} bits exceed the {self.plaintext_bits}-bit plaintext"
+            )
+        flat = ca._flat()
+        m = flat.shape[0]
+        groups = -(-m // per_plaintext)
+        pad = groups * per_plaintext - m
+        if pad:
+            flat = np.concatenate([flat, self._encrypt_zero_trivial(pad)])
+        cols = flat.reshape((groups, per_plaintext) + self.item_shape)
+        acc = np.ascontiguousarray(cols[:, per_plaintext - 1])
+        shift = np.full(groups, 1 << width_bits, dtype=object)
+        for k in range(per_plaintext - 2, -1, -1):
+            acc = self._add(self._mul_ints(acc, shift), np.ascontiguousarray(cols[:, k]))
+        return CipherArray(self, acc, (groups,), 0)
+
+    # engine hooks (flat data) ---------------------------------------------------------
+    @abstractmethod
+    def _encode_residues(self, x: np.ndarray, frac_bits: int):
+        """Engine hook."""
+
+    @abstractmethod
+    def _residues_from(self, residues):
+        """Engine hook."""
+
+    @abstractmethod
+    def _encrypt_residues(self, res):
+        """Engine hook."""
+
+    @abstractmethod
+    def _encrypt_zero_trivial(self, count: int):
+        """Engine hook."""
+
+    @abstractmethod
+    def _add(self, a, b):
+        """Engine hook."""
+
+    @abstractmethod
+    def _add_plain(self, a, res):
+        """Engine hook."""
+
+    @abstractmethod
+    def _neg(self, a):
+        """Engine hook."""
+
+    @abstractmethod
+    def _mul_ints(self, a, k):
+        """Engine hook."""
+
+    @abstractmethod
+    def _sum(self, a):
+        """Engine hook."""
+
+    @abstractmethod
+    def _bucket_sum(self, a, ids, n_buckets):
+        """Engine hook."""
+
+    @abstractmethod
+    def _to_bytes(self, a) -> bytes:
+        """Engine hook."""
+
+    @abstractmethod
+    def _from_bytes(self, data: bytes, count: int):
+        """Engine hook."""
+
+    @abstractmethod
+    def _from_ints(self, values: list[int]):
+        """Engine hook."""
+
+    @abstractmethod
+    def _raw(self, a) -> list[int]:
+        """Engine hook."""

@@ -1,0 +1,351 @@
+"""Paillier with g = n + 1, DJN obfuscators, CRT decryption — batched.
+
+Scalar layer (phe-compatible)::
+
+    encrypt(m)  = (1 + m·n) · r' mod n²        r' = hs^α, hs = h^n mod n², α ≥ n_bits/2 random bits
+    decrypt(c)  = CRT( L_p(c^(p-1) mod p²)·h_p mod p,  L_q(c^(q-1) mod q²)·h_q mod q )
+    add         = c1 · c2 mod n²
+    mul by k    = c^k mod n²   (c^-1 then |k| for negative k)
+
+A hefl ciphertext is a valid ``phe`` raw ciphertext for the same key and vice versa
+(``kit.to_phe()``, ``CipherArray.raw()``, ``kit.from_raw()``).
+
+``textbook=True`` uses r^n mod n² with a fresh r < n instead of the DJN obfuscator.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import threading
+
+import gmpy2
+import numpy as np
+
+from hefl.errors import ConfigError, InsecureKeyError, InvalidCiphertextError
+
+from ._backend import PaillierBackend, PaillierParams, ints_to_limbs, limbs_to_ints
+from ._select import default_n_jobs, resolve_backend
+from .base import AdditiveKit, CipherArray, SecretKit
+
+__all__ = ["keygen", "PaillierPublicKit", "PaillierSecretKit", "MIN_SECURE_BITS"]
+
+log = logging.getLogger(__name__)
+
+MIN_SECURE_BITS = 2048
+
+
+def _random_prime(bits: int) -> int:
+    while True:
+        cand = secrets.randbits(bits) | (3 << (bits - 2)) | 1  # top two bits set: p·q has 2·bits bits
+        p = gmpy2.next_prime(cand)
+        if p.bit_length() == bits:
+            return int(p)
+
+
+def _make_backend(params: PaillierParams, backend: str, n_jobs: int | None) -> PaillierBackend:
+    choice = resolve_backend(backend)
+    jobs = default_n_jobs() if n_jobs is None else int(n_jobs)
+    if choice == "gpu":
+        from hefl.gpu.backend import GpuPaillierBackend
+
+        return GpuPaillierBackend(params, n_jobs=jobs)
+    from ._cpu import CpuPaillierBackend
+
+    return CpuPaillierBackend(params, n_jobs=jobs)
+
+
+class PaillierPublicKit(AdditiveKit):
+    """Encrypt and evaluate under a Paillier public key (n, hs)."""
+
+    scheme = "paillier"
+
+    def __init__(self, n: int, hs: int, *, alpha_bits: int | None = None, backend: str = "auto",
+                 n_jobs: int | None = None, textbook: bool = False, _params: PaillierParams | None = None):
+        self.n = int(n)
+        self.nsquare = self.n * self.n
+        self.hs = int(hs)
+        self.alpha_bits = int(alpha_bits or (self.n.bit_length() + 1) // 2)
+        self.textbook = bool(textbook)
+        self.params = _params or PaillierParams(n=self.n, hs=self.hs, alpha_bits=self.alpha_bits)
+        self.backend_name = backend
+        self._n_jobs = n_jobs
+        self.backend = _make_backend(self.params, backend, n_jobs)
+        self.Ln = self.params.limbs_n
+        self.Lc = self.params.limbs_c
+        self.item_shape = (self.Lc,)
+        self.cipher_width = 8 * self.Lc
+        self.plaintext_bits = self.n.bit_length() - 1
+        self._pool: list[np.ndarray] = []
+        self._pool_lock = threading.Lock()
+        self._fill_threads: list[threading.Thread] = []
+        super().__init__()
+
+    @property
+    def key_size(self) -> int:
+        return self.n.bit_length()
+
+    # -- serialisation -----------------------------------------------------------------
+    def to_bytes(self) -> bytes:
+        doc = {"scheme": "paillier", "n": format(self.n, "x"), "hs": format(self.hs, "x"),
+               "alpha_bits": self.alpha_bits}
+        return json.dumps(doc, sort_keys=True).encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes, *, allow_insecure: bool = False, backend: str = "auto",
+                   n_jobs: int | None = None) -> PaillierPublicKit:
+        """Load a public kit sent by a peer; checks the key size and the DJN base."""
+        try:
+            doc = json.loads(bytes(data).decode())
+            if doc.get("scheme") != "paillier":
+                raise ValueError(f"scheme {doc.get('scheme')!r}")
+            n, hs, ab = int(doc["n"], 16), int(doc["hs"], 16), int(doc["alpha_bits"])
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+            raise InvalidCiphertextError(f"not a Paillier public kit: {exc}") from None
+        if n.bit_length() < MIN_SECURE_BITS and not allow_insecure:
+            raise InsecureKeyError(f"public key of {n.bit_length()} bits; at least {MIN_SECURE_BITS} required")
+        if n < 3 or n % 2 == 0 or not 1 <= hs < n * n or gmpy2.gcd(hs, n) != 1:
+            raise InvalidCiphertextError("invalid Paillier public key (n must be odd, hs in Z*_{n^2})")
+        if not n.bit_length() // 2 <= ab <= n.bit_length():
+            raise InvalidCiphertextError(f"alpha_bits {ab} outside [n_bits/2, n_bits]")
+        return cls(n, hs, alpha_bits=ab, backend=backend, n_jobs=n_jobs)
+
+    def to_phe(self):
+        """The ``phe.PaillierPublicKey`` of this key."""
+        import phe
+
+        return phe.PaillierPublicKey(self.n)
+
+    # -- obfuscators -------------------------------------------------------------------
+    def precompute(self, count: int, *, background: bool = False) -> None:
+        """Fill the obfuscator pool with ``count`` fresh obfuscators (each used once).
+
+        With ``background=True`` a thread fills it while the caller goes on; the native
+        kernels release the GIL, so this overlaps with other work on another core.
+        """
+        if background:
+            t = threading.Thread(target=self._fill, args=(int(count),), daemon=True, name="hefl-obf-pool")
+            t.start()
+            self._fill_threads.append(t)
+        else:
+            self._fill(int(count))
+
+    def _fill(self, count: int) -> None:
+        chunk = 4096
+        done = 0
+        while done < count:
+            k = min(chunk, count - done)
+            obf = self._fresh_obfuscators(k)
+            with self._pool_lock:
+                self._pool.append(obf)
+            done += k
+
+    @property
+    def pool_size(self) -> int:
+        with self._pool_lock:
+            return sum(p.shape[0] for p in self._pool)
+
+    def wait_pool(self) -> None:
+        """Wait for background pool fills to finish."""
+        for t in self._fill_threads:
+            t.join()
+        self._fill_threads = [t for t in self._fill_threads if t.is_alive()]
+
+    def _fresh_obfuscators(self, count: int) -> np.ndarray:
+        if self.textbook:
+            rs = []
+            while len(rs) < count:
+                r = secrets.randbelow(self.n)
+                if r > 1 and gmpy2.gcd(r, self.n) == 1:
+                    rs.append(r)
+            base = ints_to_limbs(rs, self.Lc)
+            e = np.broadcast_to(ints_to_limbs([self.n], self.Ln), (count, self.Ln))
+            return self.backend.mul_scalar(base, np.ascontiguousarray(e))
+        return self.backend.obfuscators(count)
+
+    def _take_obfuscators(self, count: int) -> np.ndarray:
+        taken: list[np.ndarray] = []
+        need = count
+        with self._pool_lock:
+            while need and self._pool:
+                head = self._pool[0]
+                if head.shape[0] <= need:
+                    taken.append(self._pool.pop(0))
+                    need -= head.shape[0]
+                else:
+                    taken.append(head[:need])
+                    self._pool[0] = head[need:]
+                    need = 0
+        if need:
+            taken.append(self._fresh_obfuscators(need))
+        return taken[0] if len(taken) == 1 else np.concatenate(taken)
+
+    # -- engine ------------------------------------------------------------------------
+    def _encode_residues(self, x, frac_bits):
+        return self.encoder.encode_limbs(np.asarray(x), frac_bits, self.Ln)
+
+    def _residues_from(self, residues):
+        if isinstance(residues, np.ndarray) and residues.dtype == np.uint64 and residues.ndim == 2:
+            if residues.shape[1] != self.Ln:
+                raise ValueError(f"residue limbs must have {self.Ln} columns, got {residues.shape[1]}")
+            return np.ascontiguousarray(residues)
+        vals = [int(v) for v in np.asarray(residues, dtype=object).ravel()]
+        if any(not 0 <= v < self.n for v in vals):
+            raise ValueError("encoded plaintexts must be in [0, n)")
+        return ints_to_limbs(vals, self.Ln)
+
+    def _encrypt_residues(self, res):
+        res = np.ascontiguousarray(res, dtype=np.uint64).reshape(-1, self.Ln)
+        if res.shape[0] == 0:
+            return np.empty((0, self.Lc), dtype=np.uint64)
+        return self.backend.encrypt(res, self._take_obfuscators(res.shape[0]))
+
+    def _encrypt_zero_trivial(self, count):
+        out = np.zeros((count, self.Lc), dtype=np.uint64)
+        out[:, 0] = 1
+        return out
+
+    def _add(self, a, b):
+        if a.shape[0] == 0:
+            return a.copy()
+        return self.backend.add(a, b)
+
+    def _add_plain(self, a, res):
+        # a · (1 + m·n): the ciphertext's own randomness hides the sum
+        if a.shape[0] == 0:
+            return a.copy()
+        return self.backend.encrypt(np.ascontiguousarray(res).reshape(-1, self.Ln), a)
+
+    def _neg(self, a):
+        nsq = gmpy2.mpz(self.nsquare)
+        return ints_to_limbs([int(gmpy2.invert(gmpy2.mpz(v), nsq)) for v in limbs_to_ints(a)], self.Lc)
+
+    def _mul_ints(self, a, k):
+        k = [int(v) for v in np.asarray(k, dtype=object).ravel()]
+        if not k:
+            return a.copy()
+        neg = np.array([v < 0 for v in k])
+        mags = [abs(v) % self.n for v in k]
+        base = a
+        if neg.any():
+            base = a.copy()
+            base[neg] = self._neg(np.ascontiguousarray(a[neg]))
+        le = max(1, (max(mags).bit_length() + 63) // 64)
+        return self.backend.mul_scalar(base, ints_to_limbs(mags, le))
+
+    def _sum(self, a):
+        return self.backend.sum(a) if a.shape[0] else self._encrypt_zero_trivial(1)[0]
+
+    def _bucket_sum(self, a, ids, n_buckets):
+        return self.backend.bucket_sum(a, ids, n_buckets)
+
+    def _to_bytes(self, a) -> bytes:
+        return np.ascontiguousarray(a, dtype="<u8").tobytes()
+
+    def _check(self, data: np.ndarray) -> np.ndarray:
+        if data.shape[0]:
+            from ._cpu import CpuPaillierBackend
+
+            checker = self.backend if isinstance(self.backend, CpuPaillierBackend) else self._cpu_checker()
+            bad = checker.check(data)
+            if bad >= 0:
+                raise InvalidCiphertextError(
+                    f"ciphertext {bad} is outside [1, n²) or not coprime to n (public key {self.fingerprint()[:12]})"
+                )
+        return data
+
+    def _cpu_checker(self):
+        from ._cpu import CpuPaillierBackend
+
+        if getattr(self, "_checker", None) is None:
+            self._checker = CpuPaillierBackend(PaillierParams(n=self.n, hs=self.hs, alpha_bits=self.alpha_bits))
+        return self._checker
+
+    def _from_bytes(self, data: bytes, count: int):
+        arr = np.frombuffer(data, dtype="<u8").reshape(count, self.Lc).astype(np.uint64, copy=True)
+        return self._check(arr)
+
+    def _from_ints(self, values):
+        if any(not 0 < int(v) < self.nsquare for v in values):
+            raise InvalidCiphertextError("ciphertext outside [1, n²)")
+        return self._check(ints_to_limbs(values, self.Lc))
+
+    def _raw(self, a) -> list[int]:
+        return limbs_to_ints(a)
+
+
+class PaillierSecretKit(PaillierPublicKit, SecretKit):
+    """A Paillier kit holding p and q: decrypts (CRT) and encrypts with CRT obfuscators."""
+
+    def __init__(self, p: int, q: int, hs: int, *, backend: str = "auto", n_jobs: int | None = None,
+                 textbook: bool = False):
+        n = int(p) * int(q)
+        alpha_bits = (n.bit_length() + 1) // 2
+        params = PaillierParams(n=n, hs=int(hs), alpha_bits=alpha_bits, p=int(p), q=int(q))
+        super().__init__(n, hs, alpha_bits=alpha_bits, backend=backend, n_jobs=n_jobs, textbook=textbook,
+                         _params=params)
+        self._p, self._q = int(p), int(q)
+
+    def public_kit(self) -> PaillierPublicKit:
+        """The public part (n, hs) as its own kit, e.g. to send to passive parties."""
+        pub = getattr(self, "_public", None)
+        if pub is None:
+            pub = PaillierPublicKit(self.n, self.hs, alpha_bits=self.alpha_bits, backend=self.backend_name,
+                                    n_jobs=self._n_jobs, textbook=self.textbook)
+            self._public = pub
+        return pub
+
+    def to_phe(self):
+        """``(phe.PaillierPublicKey, phe.PaillierPrivateKey)`` of this key."""
+        import phe
+
+        pk = phe.PaillierPublicKey(self.n)
+        return pk, phe.PaillierPrivateKey(pk, self._p, self._q)
+
+    def decrypt_raw(self, ca: CipherArray) -> np.ndarray:
+        """Decrypt to encoded residues mod n, as (size, Ln) uint64 limbs (for packed data)."""
+        self.check_same(ca.kit)
+        flat = ca._flat()
+        if flat.shape[0] == 0:
+            return np.empty((0, self.Ln), dtype=np.uint64)
+        return self.backend.decrypt(flat)
+
+    def decrypt(self, ca: CipherArray) -> np.ndarray:
+        return self.encoder.decode_limbs(self.decrypt_raw(ca), ca.frac_bits).reshape(ca.shape)
+
+
+def keygen(key_size: int = 2048, *, backend: str = "auto", allow_insecure: bool = False,
+           n_jobs: int | None = None, textbook: bool = False) -> PaillierSecretKit:
+    """Generate a Paillier key pair and return its :class:`PaillierSecretKit`.
+
+    Parameters
+    ----------
+    key_size : int
+        Bits of n (2048 by default; 3072 supported).  Below 2048 raises
+        :class:`~hefl.errors.InsecureKeyError` unless ``allow_insecure=True`` (tests only).
+    backend : {"auto", "cpu", "gpu"}
+        Where the batched arithmetic runs; ``"auto"`` picks a GPU when one is visible.
+    n_jobs : int, optional
+        CPU threads for batches (default: all cores this process may use).
+    textbook : bool
+        Use r^n obfuscators instead of DJN (slower; for comparison).
+    """
+    key_size = int(key_size)
+    if key_size < MIN_SECURE_BITS and not allow_insecure:
+        raise InsecureKeyError(
+            f"key_size={key_size} is below {MIN_SECURE_BITS} bits; pass allow_insecure=True for tests only"
+        )
+    if key_size < 256 or key_size % 2:
+        raise ConfigError(f"key_size must be an even number ≥ 256, got {key_size}")
+    half = key_size // 2
+    while True:
+        p, q = _random_prime(half), _random_prime(half)
+        if p != q and (p * q).bit_length() == key_size:
+            break
+    n = p * q
+    # DJN: h = -x² mod n generates the squares' coset; hs = h^n mod n²
+    x = secrets.randbelow(n - 2) + 2
+    h = (-x * x) % n
+    hs = int(gmpy2.powmod(h, n, n * n))
+    return PaillierSecretKit(p, q, hs, backend=backend, n_jobs=n_jobs, textbook=textbook)

@@ -1,0 +1,20 @@
+"""Builds the optional GMP extension ``hefl._native``.
+
+Everything else is declared in pyproject.toml.  The extension is ``optional``: where GMP's
+headers (Debian: libgmp-dev) or a C compiler are missing, the install still succeeds and
+hefl falls back to gmpy2 (slower, same results).
+"""
+
+from setuptools import Extension, setup
+
+setup(
+    ext_modules=[
+        Extension(
+            "hefl._native",
+            sources=["hefl/native/_native.c"],
+            libraries=["gmp"],
+            extra_compile_args=["-O3"],
+            optional=True,
+        )
+    ]
+)
