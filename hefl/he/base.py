@@ -225,7 +225,8 @@ class CipherArray:
     def sum(self, axis: int | None = None) -> CipherArray:
         """Encrypted sum over all elements (``axis=None``) or along one axis."""
         if axis is None:
-            return self._new(self.kit._sum(self._flat())[None], ())
+            total = self.kit._sum(self._flat())
+            return self._new(np.asarray([total], dtype=self._flat().dtype), ())
         axis = axis % self.ndim
         moved = np.moveaxis(np.arange(self.size).reshape(self.shape), axis, -1)
         rest = moved.shape[:-1]

@@ -57,7 +57,12 @@ class FixedPointEncoder:
     @staticmethod
     def default_frac_bits(x: np.ndarray) -> int:
         """0 for integer and boolean arrays, :data:`DEFAULT_FRAC_BITS` for floats."""
-        return 0 if np.asarray(x).dtype.kind in "biu" else DEFAULT_FRAC_BITS
+        x = np.asarray(x)
+        if x.dtype.kind in "biu":
+            return 0
+        if x.dtype == object and all(isinstance(v, (int, np.integer)) for v in x.ravel().tolist()):
+            return 0
+        return DEFAULT_FRAC_BITS
 
     def encode_signed(self, x: np.ndarray, frac_bits: int) -> list[int]:
         """Values → signed Python ints ``round(x · 2^f)``, range-checked (flattened)."""
