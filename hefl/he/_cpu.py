@@ -262,19 +262,21 @@ class CpuPaillierBackend(PaillierBackend):
             raw[:, -1] &= np.uint64((1 << (64 - extra)) - 1)
         return raw
 
-    def obfuscators(self, count: int) -> np.ndarray:
+    def obfuscators(self, count: int, *, serial: bool = False) -> np.ndarray:
+        """Fresh DJN obfuscators; ``serial=True`` stays on the calling thread (pool fillers)."""
         tp, tq, crt = self._get_tables()
+        run = (lambda fn, n, *arrays: fn(*arrays)) if serial else self._run
         alphas = self.random_exponents(count)
         out = np.empty((count, self.Lc), dtype=np.uint64)
         if tq is None:
-            self._run(lambda e, o: o.__setitem__(slice(None), tp.pow(e)), count, alphas, out)
+            run(lambda e, o: o.__setitem__(slice(None), tp.pow(e)), count, alphas, out)
             return out
 
         def work(e: np.ndarray, o: np.ndarray) -> None:
             rp, rq = tp.pow(e), tq.pow(e)
             self.ops.crt(rp, tp.L, rq, tq.L, crt[0], crt[1], crt[2], o, self.Lc)
 
-        self._run(work, count, alphas, out)
+        run(work, count, alphas, out)
         return out
 
     def encrypt(self, m: np.ndarray, obf: np.ndarray) -> np.ndarray:

@@ -51,11 +51,14 @@ class MockPublicKit(AdditiveKit):
             raise InvalidCiphertextError("invalid mock modulus")
         return cls(n)
 
-    def precompute(self, count: int, *, background: bool = False) -> None:
+    def precompute(self, count: int, *, background: bool = False, low_priority: bool = False) -> None:
         """Nothing to precompute (interface parity with Paillier)."""
 
     def wait_pool(self) -> None:
         """Nothing to wait for (interface parity with Paillier)."""
+
+    def cancel_precompute(self) -> None:
+        """Nothing to cancel (interface parity with Paillier)."""
 
     # engine on object arrays of Python ints ------------------------------------------
     def _encode_residues(self, x, frac_bits):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import secrets
 import threading
 
@@ -80,6 +81,7 @@ class PaillierPublicKit(AdditiveKit):
         self._pool: list[np.ndarray] = []
         self._pool_lock = threading.Lock()
         self._fill_threads: list[threading.Thread] = []
+        self._stop_fill = threading.Event()
         super().__init__()
 
     @property
@@ -118,28 +120,49 @@ class PaillierPublicKit(AdditiveKit):
         return phe.PaillierPublicKey(self.n)
 
     # -- obfuscators -------------------------------------------------------------------
-    def precompute(self, count: int, *, background: bool = False) -> None:
+    def precompute(self, count: int, *, background: bool = False, low_priority: bool = False) -> None:
         """Fill the obfuscator pool with ``count`` fresh obfuscators (each used once).
 
-        With ``background=True`` a thread fills it while the caller goes on; the native
-        kernels release the GIL, so this overlaps with other work on another core.
+        With ``background=True``, ``n_jobs`` threads fill it while the caller goes on (the
+        native kernels release the GIL); ``low_priority=True`` lowers those threads' CPU
+        priority (Linux ``nice`` 10), so the fill only soaks up otherwise idle cores —
+        e.g. while a peer builds histograms.
         """
-        if background:
-            t = threading.Thread(target=self._fill, args=(int(count),), daemon=True, name="hefl-obf-pool")
-            t.start()
-            self._fill_threads.append(t)
-        else:
-            self._fill(int(count))
+        count = int(count)
+        if not background:
+            self._fill(count, serial=False, low_priority=False)
+            return
+        jobs = max(1, getattr(self.backend, "n_jobs", 1))
+        shares = [count // jobs + (1 if i < count % jobs else 0) for i in range(jobs)]
+        for share in shares:
+            if share:
+                t = threading.Thread(target=self._fill, args=(share, True, low_priority), daemon=True,
+                                     name="hefl-obf-pool")
+                t.start()
+                self._fill_threads.append(t)
 
-    def _fill(self, count: int) -> None:
-        chunk = 4096
+    def _fill(self, count: int, serial: bool = False, low_priority: bool = False) -> None:
+        if low_priority:
+            try:
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+            except (AttributeError, OSError):  # pragma: no cover - not Linux / not permitted
+                pass
+        chunk = 512 if serial else 4096
         done = 0
-        while done < count:
+        while done < count and not self._stop_fill.is_set():
             k = min(chunk, count - done)
-            obf = self._fresh_obfuscators(k)
+            obf = self._fresh_obfuscators(k, serial=serial)
             with self._pool_lock:
                 self._pool.append(obf)
             done += k
+
+    def cancel_precompute(self) -> None:
+        """Stop background pool fills after their current chunk and drop the pool."""
+        self._stop_fill.set()
+        self.wait_pool()
+        with self._pool_lock:
+            self._pool.clear()
+        self._stop_fill.clear()
 
     @property
     def pool_size(self) -> int:
@@ -152,7 +175,7 @@ class PaillierPublicKit(AdditiveKit):
             t.join()
         self._fill_threads = [t for t in self._fill_threads if t.is_alive()]
 
-    def _fresh_obfuscators(self, count: int) -> np.ndarray:
+    def _fresh_obfuscators(self, count: int, serial: bool = False) -> np.ndarray:
         if self.textbook:
             rs = []
             while len(rs) < count:
@@ -162,6 +185,8 @@ class PaillierPublicKit(AdditiveKit):
             base = ints_to_limbs(rs, self.Lc)
             e = np.broadcast_to(ints_to_limbs([self.n], self.Ln), (count, self.Ln))
             return self.backend.mul_scalar(base, np.ascontiguousarray(e))
+        if serial and hasattr(self.backend, "obfuscators") and self.backend.name == "cpu":
+            return self.backend.obfuscators(count, serial=True)
         return self.backend.obfuscators(count)
 
     def _take_obfuscators(self, count: int) -> np.ndarray:

@@ -1,0 +1,643 @@
+"""SecureBoost roles: the federated protocol around the plaintext core.
+
+The active party holds the label and the secret key; passive parties hold features and
+only ever see ciphertexts.  Per tree:
+
+1. **active** computes g/h, quantises them (:class:`~._gh.GHCodec`), packs a sample's
+   g and h (all outputs when they fit) into one plaintext, encrypts (obfuscators are
+   precomputed by low-priority background threads while it waits), sends the cipher
+   arrays once, together with the rows of the tree and a fresh *column mask*;
+2. the :class:`~._tree.TreeGrower` on the active party asks for histograms of the
+   smaller child of each split only (histogram subtraction happens on the decrypted
+   histograms); each **passive** party builds encrypted per-bin sums for all nodes of
+   the request with one ``bucket_sum``, drops empty bins, compresses the rest
+   (``shift_and_pack``, ~19 bins per ciphertext for binary tasks) and sends them back;
+3. **active** decrypts, unpacks, adds its own plaintext histograms and finds the best
+   split of every node; a passive party's feature order is a fresh random permutation
+   per tree, so the active party knows a passive split only as ``(party, split_id)``;
+4. the owner of a split partitions the node's rows and keeps ``(feature, threshold,
+   default direction)`` in its private lookup table under that ``split_id``.
+
+Prediction: each passive party evaluates all of its splits for the rows to predict and
+sends the decisions (bits); the active party routes the rows through the trees.
+
+What each side learns (semi-honest, as in the SecureBoost paper): passive parties learn
+the sample-to-node assignment of the tree rows, the number of bits per packed gradient
+(the order of magnitude of the gradients) and which rows are in a tree; the active
+party learns per-bin gradient sums and counts of the passive features (not which
+feature: positions are permuted per tree, but within one tree two splits on the same
+position are the same feature) and the passive parties' split decisions for the rows it
+predicts.  No party sees another's raw features, thresholds, labels or gradients.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from hefl.errors import DataError, ProtocolError
+from hefl.he import load_public_kit, public_kit_to_wire
+
+from ._binning import QuantileBinner
+from ._gh import DEFAULT_GH_FRAC_BITS, GHCodec
+from ._histogram import build_histograms
+from ._objective import get_objective
+from ._split import FeatureBlocks, SplitInfo, SplitParams
+from ._tree import GrowParams, Tree, TreeGrower
+
+__all__ = ["BoostParams", "ActiveParty", "PassiveParty", "predict_active", "predict_passive"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BoostParams:
+    """Training parameters shared by the roles (plain values only: JSON-able)."""
+
+    objective: str = "binary:logistic"
+    n_classes: int | None = None
+    n_estimators: int = 100
+    learning_rate: float = 0.3
+    max_depth: int = 6
+    max_leaves: int = 0
+    grow_policy: str = "depthwise"
+    max_bin: int = 32
+    reg_lambda: float = 1.0
+    gamma: float = 0.0
+    min_child_weight: float = 1.0
+    subsample: float = 1.0
+    colsample_bytree: float = 1.0
+    early_stopping_rounds: int | None = None
+    validation_fraction: float = 0.1
+    base_score: float | None = None
+    random_state: int | None = None
+    gh_frac_bits: int = DEFAULT_GH_FRAC_BITS
+    precompute: bool = True
+
+    def grow_params(self) -> GrowParams:
+        return GrowParams(
+            max_depth=int(self.max_depth), max_leaves=int(self.max_leaves), grow_policy=self.grow_policy,
+            learning_rate=float(self.learning_rate),
+            split=SplitParams(reg_lambda=float(self.reg_lambda), gamma=float(self.gamma),
+                              min_child_weight=float(self.min_child_weight)),
+        )
+
+
+@dataclass
+class PhaseTimer:
+    """Seconds spent per phase on one party (encrypt, histograms, decrypt, split finding, network)."""
+
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def add(self, phase: str, dt: float) -> None:
+        self.seconds[phase] = self.seconds.get(phase, 0.0) + dt
+
+
+class _Link:
+    """The active party's command stream to one passive party (numbered, so tags never repeat)."""
+
+    def __init__(self, ctx, peer: str, timer: PhaseTimer):
+        self.ctx = ctx
+        self.peer = peer
+        self.seq = 0
+        self.timer = timer
+
+    def command(self, op: str, payloads: dict[str, Any] | None = None, **fields: Any):
+        """Send command ``op`` with JSON fields and extra payloads; returns its reply context."""
+        tag = f"cmd-{self.seq}"
+        self.seq += 1
+        t = time.perf_counter()
+        self.ctx.send(self.peer, tag, {"op": op, **fields})
+        sub = self.ctx.sub(tag)
+        for name, obj in (payloads or {}).items():
+            sub.send(self.peer, name, obj)
+        self.timer.add("network", time.perf_counter() - t)
+        return sub
+
+    def recv(self, sub, name: str):
+        t = time.perf_counter()
+        out = sub.recv(self.peer, name)
+        self.timer.add("network", time.perf_counter() - t)
+        return out
+
+
+def _route_own(bins: np.ndarray, missing: int, feature: int, split_bin: int, default_left: bool,
+               rows: np.ndarray) -> np.ndarray:
+    code = bins[rows, feature].astype(np.int64)
+    return np.where(code == missing, default_left, code <= split_bin)
+
+
+# ====================================================================== active side
+class _FederatedProvider:
+    """HistogramProvider for the grower: own plaintext histograms + passive encrypted ones."""
+
+    def __init__(self, party: ActiveParty, gh_q: np.ndarray, codec: GHCodec, perms_known: dict):
+        self.party = party
+        self.gh = gh_q
+        self.codec = codec
+        self.requests = 0
+        self.split_ids: dict[int, int] = {}  # node -> passive split id
+
+    def build_histograms(self, nodes, row_sets):
+        p = self.party
+        k = self.requests
+        self.requests += 1
+        sizes = np.array([r.size for r in row_sets], dtype=np.int64)
+        rows = np.concatenate(row_sets).astype(np.int64) if len(row_sets) else np.zeros(0, np.int64)
+        subs = {}
+        for link in p.links:
+            subs[link.peer] = link.command("hist", {"rows": rows, "sizes": sizes}, request=k)
+        t = time.perf_counter()
+        own = build_histograms(p.bins, self.gh, p.n_bin_slots, list(row_sets))
+        p.timer.add("histograms", time.perf_counter() - t)
+        parts = [own]
+        for link, (f_p, b_p) in zip(p.links, p.passive_shapes):
+            sub = subs[link.peer]
+            nonempty = np.asarray(link.recv(sub, "nonempty"), dtype=bool)
+            if nonempty.shape != (len(nodes), f_p, b_p):
+                raise ProtocolError(f"histogram mask of shape {nonempty.shape}, expected {(len(nodes), f_p, b_p)}",
+                                    peer=link.peer, tag=f"hist-{k}")
+            comps = [link.recv(sub, f"hist-{c}") for c in range(len(self.codec.chunks))]
+            t = time.perf_counter()
+            limbs = [p.kit.decrypt_raw(ca) for ca in comps]
+            p.timer.add("decrypt", time.perf_counter() - t)
+            count = int(nonempty.sum())
+            for c, lb in zip(self.codec.chunks, limbs):
+                need = -(-count // c.packer.per_plaintext())
+                if lb.shape[0] != need:
+                    raise ProtocolError(f"{lb.shape[0]} compressed ciphertexts for {count} bins, expected {need}",
+                                        peer=link.peer, tag=f"hist-{k}")
+            sums = self.codec.unpack(limbs, count)
+            hist = np.zeros((len(nodes), f_p, b_p, 2 * self.codec.k))
+            hist[nonempty] = sums
+            parts.append(hist)
+        from ._split import concat_histograms
+
+        hist, _ = concat_histograms(parts)
+        return hist
+
+    def split_rows(self, nodes, row_sets, splits: list[SplitInfo]):
+        """One exchange per owner and level: the owner partitions its nodes' rows."""
+        p = self.party
+        out: list = [None] * len(nodes)
+        pending = []
+        for b, link in enumerate(p.links, start=1):
+            idx = [i for i, s in enumerate(splits) if s.block == b]
+            if not idx:
+                continue
+            rows = [np.asarray(row_sets[i], dtype=np.int64) for i in idx]
+            spec = np.array([[splits[i].feature, splits[i].bin, int(splits[i].default_left)] for i in idx],
+                            dtype=np.int64)
+            sub = link.command("split", {"rows": np.concatenate(rows), "sizes": np.array([r.size for r in rows]),
+                                         "splits": spec})
+            pending.append((link, sub, idx, rows))
+        for i, s in enumerate(splits):
+            if s.block == 0:
+                out[i] = _route_own(p.bins, p.n_bin_slots - 1, s.feature, s.bin, s.default_left,
+                                    np.asarray(row_sets[i]))
+        for link, sub, idx, rows in pending:
+            mask = np.asarray(link.recv(sub, "mask"), dtype=bool)
+            sids = np.asarray(link.recv(sub, "split_ids"))
+            total = sum(r.size for r in rows)
+            if mask.shape != (total,) or sids.shape != (len(idx),) or sids.dtype.kind not in "iu":
+                raise ProtocolError("malformed split reply", peer=link.peer, tag="split")
+            off = 0
+            for i, r, sid in zip(idx, rows, sids.tolist()):
+                out[i] = mask[off: off + r.size]
+                off += r.size
+                self.split_ids[int(nodes[i])] = int(sid)
+        return out
+
+
+class ActiveParty:
+    """The label holder: key owner, gradient encryption, split finding, leaf values.
+
+    Parameters
+    ----------
+    ctx : PartyContext
+    X : ndarray of shape (n_rows, n_own_features)
+        Own features of the aligned rows (NaN = missing).
+    y : ndarray of shape (n_rows,)
+        Labels (class indices for classification).
+    params : BoostParams
+    kit : SecretKit
+        The HE kit (``paillier``, ``ou`` or ``mock``); its public part goes to the peers.
+    passive : list of str
+        Passive party names, in block order.
+    """
+
+    def __init__(self, ctx, X: np.ndarray, y: np.ndarray, params: BoostParams, kit, passive: list[str],
+                 *, n_jobs: int | None = None):
+        self.ctx = ctx
+        self.X = np.asarray(X, dtype=np.float64)
+        self.y_raw = np.asarray(y, dtype=np.float64)
+        self.params = params
+        self.kit = kit
+        self.passive = list(passive)
+        self.timer = PhaseTimer()
+        self.links = [_Link(ctx, name, self.timer) for name in self.passive]
+
+    def fit(self) -> dict:
+        p = self.params
+        n = self.X.shape[0]
+        if self.y_raw.shape != (n,):
+            raise DataError(f"y has shape {self.y_raw.shape} for {n} rows")
+        obj = get_objective(p.objective, p.n_classes)
+        y = obj.check_labels(self.y_raw)
+        k = obj.n_outputs
+        rng = np.random.default_rng(p.random_state)
+
+        # validation rows for early stopping (held out of every tree)
+        valid = np.zeros(0, dtype=np.int64)
+        if p.early_stopping_rounds:
+            n_valid = max(1, int(round(p.validation_fraction * n)))
+            if n - n_valid < 2:
+                raise DataError("too few rows for a validation split")
+            valid = np.sort(rng.choice(n, size=n_valid, replace=False))
+        train = np.setdiff1d(np.arange(n), valid)
+
+        self.binner = QuantileBinner(max_bin=int(p.max_bin)).fit(self.X)
+        self.bins = self.binner.transform(self.X)
+        self.n_bin_slots = self.binner.n_bin_slots
+        missing = self.binner.missing_bin
+
+        t = time.perf_counter()
+        pub = self.kit.public_kit()
+        self.ctx.register_kit(pub)  # compressed histograms come back under our own key
+        for link in self.links:
+            link.command("setup", {"kit": public_kit_to_wire(pub)}, n_rows=n, max_bin=int(p.max_bin), n_outputs=k)
+        shapes = []
+        for i, link in enumerate(self.links):
+            ack = self.ctx.recv(link.peer, "setup-ack")
+            if not isinstance(ack, dict) or not isinstance(ack.get("n_features"), int) \
+                    or not isinstance(ack.get("n_bin_slots"), int) or ack["n_bin_slots"] < 2:
+                raise ProtocolError(f"malformed setup reply {ack!r}", peer=link.peer, tag="setup-ack")
+            shapes.append((ack["n_features"], ack["n_bin_slots"]))
+        self.passive_shapes = shapes
+        self.timer.add("network", time.perf_counter() - t)
+        blocks = FeatureBlocks((self.X.shape[1],) + tuple(s[0] for s in shapes))
+        d_total = blocks.n_features
+
+        base = (obj.init_margin(y[train]) if p.base_score is None
+                else obj.margin_from_base_score(float(p.base_score)))
+        margin = np.tile(base, (n, 1))
+        trees: list[dict] = []
+        train_loss: list[float] = []
+        valid_loss: list[float] = []
+        best, best_round = np.inf, -1
+        grow_params = p.grow_params()
+        rows_per_tree = len(train) if p.subsample >= 1.0 else int(len(train) * p.subsample) + 64
+        if p.precompute and hasattr(self.kit, "precompute"):
+            self.kit.precompute(rows_per_tree * int(p.n_estimators), background=True, low_priority=True)
+
+        for rnd in range(int(p.n_estimators)):
+            gh_all = obj.gh(y, margin)
+            rows = train
+            if p.subsample < 1.0:
+                rows = train[rng.random(len(train)) < float(p.subsample)]
+                if rows.size == 0:
+                    rows = train[:1]
+            mask = None
+            if p.colsample_bytree < 1.0:
+                n_keep = max(1, int(np.floor(float(p.colsample_bytree) * d_total)))
+                mask = np.zeros(d_total, dtype=bool)
+                mask[rng.choice(d_total, size=n_keep, replace=False)] = True
+
+            codec = GHCodec(gh_all[rows], self.kit.plaintext_bits, p.gh_frac_bits)
+            gh_q = np.zeros_like(gh_all)
+            gh_q[rows] = codec.quantize(gh_all[rows])
+            t = time.perf_counter()
+            n_limbs = getattr(self.kit, "Ln", None) or ((self.kit.n.bit_length() + 63) // 64)
+            enc = [self.kit.encrypt_encoded(pl) for pl in codec.pack(gh_q[rows], n_limbs)]
+            self.timer.add("encrypt", time.perf_counter() - t)
+            offs = blocks.offsets
+            for i, link in enumerate(self.links):
+                cols = (np.ones(shapes[i][0], dtype=bool) if mask is None
+                        else mask[offs[i + 1]: offs[i + 1] + shapes[i][0]])
+                payloads = {"rows": rows.astype(np.int64), "columns": cols}
+                for c, ca in enumerate(enc):
+                    payloads[f"gh-{c}"] = ca
+                link.command("tree", payloads, round=rnd, layout=codec.layout())
+
+            provider = _FederatedProvider(self, gh_q, codec, {})
+            t = time.perf_counter()
+            res = TreeGrower(grow_params, provider, blocks=blocks, feature_mask=mask).grow(gh_q, rows)
+            self.timer.add("split_finding", time.perf_counter() - t)
+            tree = res.tree
+            # the active copy knows passive splits only as (party, split_id)
+            for nid, sid in provider.split_ids.items():
+                tree.feature[nid] = sid
+                tree.split_bin[nid] = -1
+            tree.fill_thresholds(lambda b, f, kb: self.binner.threshold(f, kb), owners=[0])
+            pos = res.positions
+            route = np.union1d(np.flatnonzero(pos < 0), valid) if (valid.size or (pos < 0).any()) else None
+            if route is not None and route.size:
+                pos[route] = self._route_rows(tree, route, "train")
+            margin += tree.value[pos]
+            trees.append(tree.to_dict())
+            train_loss.append(float(obj.loss(y[train], margin[train])))
+            if valid.size:
+                valid_loss.append(float(obj.loss(y[valid], margin[valid])))
+                if valid_loss[-1] < best:
+                    best, best_round = valid_loss[-1], rnd
+                elif rnd - best_round >= int(p.early_stopping_rounds):
+                    break
+        for link in self.links:
+            link.command("finish")
+        if hasattr(self.kit, "cancel_precompute"):
+            self.kit.cancel_precompute()  # early stopping may leave part of the pool unused
+        n_keep = best_round + 1 if valid.size else len(trees)
+        return {
+            "kind": "SecureBoostActive",
+            "objective": obj.to_dict(),
+            "base_margin": np.asarray(base, dtype=float).tolist(),
+            "parties": [self.ctx.self_name] + self.passive,
+            "blocks": list(blocks.sizes),
+            "binner": self.binner.to_dict(),
+            "trees": trees[:n_keep],
+            "train_loss": train_loss,
+            "valid_loss": valid_loss,
+            "metric": obj.metric_name,
+            "best_iteration": n_keep - 1,
+            "timings": dict(self.timer.seconds),
+        }
+
+    def _route_rows(self, tree: Tree, rows: np.ndarray, dataset: str) -> np.ndarray:
+        """Leaves of ``rows`` (not in the tree's row set) via own splits and passive decisions."""
+        dec = np.zeros((rows.size, tree.n_nodes), dtype=bool)
+        internal = np.flatnonzero(~tree.is_leaf)
+        own = internal[tree.block[internal] == 0]
+        for nid in own:
+            dec[:, nid] = _route_own(self.bins, self.n_bin_slots - 1, int(tree.feature[nid]),
+                                     int(tree.split_bin[nid]), bool(tree.default_left[nid]), rows)
+        for b, link in enumerate(self.links, start=1):
+            nodes = internal[tree.block[internal] == b]
+            if not nodes.size:
+                continue
+            sub = link.command("decide", {"rows": rows.astype(np.int64),
+                                          "split_ids": tree.feature[nodes].astype(np.int64)}, dataset=dataset)
+            got = _unpack_decisions(link.recv(sub, "decisions"), rows.size, nodes.size)
+            dec[:, nodes] = got
+        return tree.apply_decisions(dec)
+
+
+def _unpack_decisions(packed, n_rows: int, n_cols: int) -> np.ndarray:
+    arr = np.asarray(packed)
+    if arr.dtype != np.uint8 or arr.ndim != 1:
+        raise ProtocolError("decisions must be a packed uint8 array")
+    bits = np.unpackbits(arr, count=n_rows * n_cols) if n_rows * n_cols else np.zeros(0, np.uint8)
+    if bits.size != n_rows * n_cols:
+        raise ProtocolError(f"{bits.size} decisions for {n_rows} rows × {n_cols} splits")
+    return bits.reshape(n_rows, n_cols).astype(bool)
+
+
+# ===================================================================== passive side
+class PassiveParty:
+    """A feature holder: bins its columns, builds encrypted histograms, keeps its splits private.
+
+    Parameters
+    ----------
+    ctx : PartyContext
+    X : ndarray of shape (n_rows, n_features)
+        Own features of the aligned rows (NaN = missing).
+    active : str
+        Name of the active party.
+    """
+
+    def __init__(self, ctx, X: np.ndarray, active: str, *, n_jobs: int | None = None,
+                 allow_insecure: bool = False, backend: str = "auto"):
+        self.ctx = ctx
+        self.n_jobs = n_jobs
+        self.allow_insecure = allow_insecure
+        self.backend = backend
+        self.X = np.asarray(X, dtype=np.float64)
+        self.active = active
+        self.splits: list[dict] = []
+        self.timer = PhaseTimer()
+        self._rng = np.random.default_rng(secrets.randbits(128))  # permutations: never seeded by peers
+
+    def serve(self) -> dict:
+        """Answer the active party's commands until it says ``finish``; returns this party's model."""
+        seq = 0
+        while True:
+            tag = f"cmd-{seq}"
+            cmd = self.ctx.recv(self.active, tag)
+            sub = self.ctx.sub(tag)
+            seq += 1
+            if not isinstance(cmd, dict) or not isinstance(cmd.get("op"), str):
+                raise ProtocolError("malformed command", peer=self.active, tag=tag)
+            op = cmd["op"]
+            if op == "setup":
+                self._setup(cmd, sub)
+            elif op == "tree":
+                self._tree(cmd, sub)
+            elif op == "hist":
+                self._hist(cmd, sub)
+            elif op == "split":
+                self._split(cmd, sub)
+            elif op == "decide":
+                self._decide(cmd, sub, self.X)
+            elif op == "finish":
+                break
+            else:
+                raise ProtocolError(f"unknown command {op!r}", peer=self.active, tag=tag)
+        return {"kind": "SecureBoostPassive", "party": self.ctx.self_name, "splits": self.splits,
+                "timings": dict(self.timer.seconds)}
+
+    # -- commands ---------------------------------------------------------------------
+    def _setup(self, cmd: dict, sub) -> None:
+        raw = sub.recv(self.active, "kit")
+        if not isinstance(raw, bytes):
+            raise ProtocolError("the public kit must arrive as bytes", peer=self.active, tag="setup")
+        # the passive side decides which key sizes it accepts and where its HE work runs
+        self.kit = load_public_kit(raw, allow_insecure=self.allow_insecure, backend=self.backend)
+        if self.kit.scheme not in ("paillier", "ou", "mock"):
+            raise ProtocolError(f"SecureBoost needs an additive scheme, got {self.kit.scheme!r}",
+                                peer=self.active, tag="setup")
+        backend = getattr(self.kit, "backend", None)
+        if self.n_jobs is not None and backend is not None:
+            backend.n_jobs = max(1, int(self.n_jobs))
+        self.ctx.register_kit(self.kit)
+        mb = cmd.get("max_bin")
+        if not isinstance(mb, int) or not 2 <= mb <= 65535:
+            raise ProtocolError(f"invalid max_bin {mb!r}", peer=self.active, tag="setup")
+        n = cmd.get("n_rows")
+        if n != self.X.shape[0]:
+            raise DataError(f"active party has {n} aligned rows, this party {self.X.shape[0]}: align first (PSI)")
+        self.binner = QuantileBinner(max_bin=mb).fit(self.X)
+        self.bins = self.binner.transform(self.X).astype(np.int32)
+        self.n_bin_slots = self.binner.n_bin_slots
+        self.ctx.send(self.active, "setup-ack", {"n_features": int(self.X.shape[1]),
+                                                 "n_bin_slots": int(self.n_bin_slots)})
+
+    def _tree(self, cmd: dict, sub) -> None:
+        rows = np.asarray(sub.recv(self.active, "rows"), dtype=np.int64)
+        cols = np.asarray(sub.recv(self.active, "columns"), dtype=bool)
+        layout = cmd.get("layout")
+        if not isinstance(layout, list) or not layout:
+            raise ProtocolError("tree command without a layout", peer=self.active, tag="tree")
+        self.enc = [sub.recv(self.active, f"gh-{c}") for c in range(len(layout))]
+        if rows.size and (rows.min() < 0 or rows.max() >= self.X.shape[0] or np.any(np.diff(rows) <= 0)):
+            raise ProtocolError("tree rows must be sorted, unique and in range", peer=self.active, tag="tree")
+        if any(ca.shape != (rows.size,) for ca in self.enc) or cols.shape != (self.X.shape[1],):
+            raise ProtocolError("tree payload shapes do not match", peer=self.active, tag="tree")
+        for item in layout:
+            if not (isinstance(item, dict) and isinstance(item.get("bits"), int) and isinstance(item.get("per"), int)
+                    and 1 <= item["bits"] and 1 <= item["per"] and item["bits"] * item["per"] <= self.kit.plaintext_bits):
+                raise ProtocolError(f"invalid packing layout {item!r}", peer=self.active, tag="tree")
+        self.layout = layout
+        self.pos = np.full(self.X.shape[0], -1, dtype=np.int64)
+        self.pos[rows] = np.arange(rows.size)
+        self.columns = cols
+        self.perm = self._rng.permutation(self.X.shape[1])  # position q shows feature perm[q]
+
+    def _hist(self, cmd: dict, sub) -> None:
+        rows = np.asarray(sub.recv(self.active, "rows"), dtype=np.int64)
+        sizes = np.asarray(sub.recv(self.active, "sizes"), dtype=np.int64)
+        if sizes.sum() != rows.size or (rows.size and (rows.min() < 0 or rows.max() >= self.X.shape[0])):
+            raise ProtocolError("histogram request rows do not match their sizes", peer=self.active, tag="hist")
+        pos = self.pos[rows]
+        if rows.size and pos.min() < 0:
+            raise ProtocolError("histogram request for rows outside the tree", peer=self.active, tag="hist")
+        t = time.perf_counter()
+        n_nodes, F, B = sizes.size, self.X.shape[1], self.n_bin_slots
+        node_of = np.repeat(np.arange(n_nodes, dtype=np.int32), sizes)
+        feats = self.perm[self.columns[self.perm]]  # masked-in features, in permuted order
+        ids = self.bins[rows][:, feats] + (node_of * B)[:, None]
+        # counts per (node, position, bin) in the order they will be sent
+        order_q = np.flatnonzero(self.columns[self.perm])
+        counts = np.zeros((n_nodes, F, B), dtype=np.int64)
+        if rows.size and feats.size:
+            for qi, q in enumerate(order_q):
+                counts[:, q, :] = np.bincount(ids[:, qi], minlength=n_nodes * B).reshape(n_nodes, B)
+        nonempty = counts > 0
+        # the bucket_sum result is (masked feature, node·B + bin); gather the non-empty cells
+        sel_q, sel_b = np.nonzero(np.transpose(nonempty, (1, 0, 2)).reshape(F, n_nodes * B)[order_q])
+        # the mask is sent in (node, position, bin) order: reorder the selection to match
+        node_idx, bin_idx = np.divmod(sel_b, B)
+        qpos = order_q[sel_q]
+        key = np.lexsort((bin_idx, qpos, node_idx))
+        flat_sel = sel_q[key] * (n_nodes * B) + sel_b[key]
+        comps = []
+        for c, item in enumerate(self.layout):
+            enc = self.enc[c][pos] if rows.size else self.enc[c][:0]
+            if feats.size and rows.size:
+                hist = self.kit.bucket_sum(enc, ids, n_nodes * B).reshape(-1)
+                cells = hist[flat_sel]
+            else:
+                cells = enc[:0]
+            self.timer.add("histograms", time.perf_counter() - t)
+            t = time.perf_counter()
+            if cells.shape[0]:
+                comps.append(self.kit.shift_and_pack(cells, item["bits"], item["per"]))
+            else:
+                comps.append(cells)
+            self.timer.add("compress", time.perf_counter() - t)
+            t = time.perf_counter()
+        t = time.perf_counter()
+        sub.send(self.active, "nonempty", nonempty)
+        for c, ca in enumerate(comps):
+            sub.send(self.active, f"hist-{c}", ca)
+        self.timer.add("network", time.perf_counter() - t)
+
+    def _split(self, cmd: dict, sub) -> None:
+        rows = np.asarray(sub.recv(self.active, "rows"), dtype=np.int64)
+        sizes = np.asarray(sub.recv(self.active, "sizes"), dtype=np.int64)
+        spec = np.asarray(sub.recv(self.active, "splits"), dtype=np.int64)
+        if spec.ndim != 2 or spec.shape[1] != 3 or sizes.shape != (spec.shape[0],) or sizes.sum() != rows.size:
+            raise ProtocolError("malformed split request", peer=self.active, tag="split")
+        if rows.size and (rows.min() < 0 or rows.max() >= self.X.shape[0]):
+            raise ProtocolError("split rows out of range", peer=self.active, tag="split")
+        masks, sids = [], []
+        off = 0
+        for (q, b, dl), size in zip(spec.tolist(), sizes.tolist()):
+            if not (0 <= q < self.X.shape[1] and -1 <= b < self.n_bin_slots and dl in (0, 1)):
+                raise ProtocolError(f"invalid split {(q, b, dl)}", peer=self.active, tag="split")
+            f = int(self.perm[q])
+            masks.append(_route_own(self.bins, self.n_bin_slots - 1, f, b, bool(dl), rows[off: off + size]))
+            off += size
+            sids.append(len(self.splits))
+            self.splits.append({"feature": f, "threshold": self.binner.threshold(f, b), "default_left": bool(dl)})
+        sub.send(self.active, "mask", np.concatenate(masks) if masks else np.zeros(0, dtype=bool))
+        sub.send(self.active, "split_ids", np.asarray(sids, dtype=np.int64))
+
+    def _decide(self, cmd: dict, sub, X: np.ndarray) -> None:
+        rows = np.asarray(sub.recv(self.active, "rows"), dtype=np.int64)
+        sids = np.asarray(sub.recv(self.active, "split_ids"), dtype=np.int64)
+        if rows.size and (rows.min() < 0 or rows.max() >= X.shape[0]):
+            raise ProtocolError("decision rows out of range", peer=self.active, tag="decide")
+        if sids.size and (sids.min() < 0 or sids.max() >= len(self.splits)):
+            raise ProtocolError("unknown split id", peer=self.active, tag="decide")
+        sub.send(self.active, "decisions", _decide_bits(self.splits, X, rows, sids))
+
+
+def _decide_bits(splits: list[dict], X: np.ndarray, rows: np.ndarray, sids: np.ndarray) -> np.ndarray:
+    out = np.zeros((rows.size, sids.size), dtype=bool)
+    for j, sid in enumerate(sids.tolist()):
+        s = splits[sid]
+        x = X[rows, int(s["feature"])]
+        thr = float(s["threshold"])
+        with np.errstate(invalid="ignore"):
+            out[:, j] = np.where(np.isnan(x), bool(s["default_left"]), x <= thr)
+    return np.packbits(out.ravel())
+
+
+# ====================================================================== prediction
+def predict_active(ctx, model: dict, X: np.ndarray, n_rounds: int | None = None) -> np.ndarray:
+    """Raw margins (n_rows, K) for the aligned rows, asking passive parties for their decisions."""
+    X = np.asarray(X, dtype=np.float64)
+    trees = [Tree.from_dict(t) for t in model["trees"]]
+    if n_rounds is not None:
+        trees = trees[:n_rounds]
+    passive = model["parties"][1:]
+    n = X.shape[0]
+    margin = np.tile(np.asarray(model["base_margin"], dtype=float), (n, 1))
+    # ask every passive party for all its splits used by these trees, in one round trip
+    wanted: dict[int, list[int]] = {b: [] for b in range(1, len(passive) + 1)}
+    for t in trees:
+        internal = np.flatnonzero(~t.is_leaf)
+        for nid in internal[t.block[internal] > 0]:
+            wanted[int(t.block[nid])].append(int(t.feature[nid]))
+    rows = np.arange(n, dtype=np.int64)
+    decisions: dict[int, dict[int, np.ndarray]] = {}
+    for b, name in enumerate(passive, start=1):
+        sids = np.unique(np.asarray(wanted[b], dtype=np.int64))
+        ctx.send(name, "predict", {"n_rows": n})
+        ctx.sub("predict").send(name, "split_ids", sids)
+    for b, name in enumerate(passive, start=1):
+        sids = np.unique(np.asarray(wanted[b], dtype=np.int64))
+        got = _unpack_decisions(ctx.sub("predict").recv(name, "decisions"), n, sids.size)
+        decisions[b] = {int(s): got[:, j] for j, s in enumerate(sids.tolist())}
+    for t in trees:
+        dec = np.zeros((n, t.n_nodes), dtype=bool)
+        internal = np.flatnonzero(~t.is_leaf)
+        for nid in internal:
+            b = int(t.block[nid])
+            if b == 0:
+                x = X[:, int(t.feature[nid])]
+                with np.errstate(invalid="ignore"):
+                    dec[:, nid] = np.where(np.isnan(x), bool(t.default_left[nid]), x <= t.threshold[nid])
+            else:
+                dec[:, nid] = decisions[b][int(t.feature[nid])]
+        margin += t.value[t.apply_decisions(dec)]
+    del rows
+    return margin
+
+
+def predict_passive(ctx, model: dict, X: np.ndarray, active: str) -> None:
+    """Serve one prediction: evaluate the requested own splits on ``X`` and send the bits."""
+    X = np.asarray(X, dtype=np.float64)
+    req = ctx.recv(active, "predict")
+    if not isinstance(req, dict) or req.get("n_rows") != X.shape[0]:
+        raise DataError(f"the active party predicts {req.get('n_rows') if isinstance(req, dict) else '?'} rows, "
+                        f"this party holds {X.shape[0]}: align first (PSI)")
+    sids = np.asarray(ctx.sub("predict").recv(active, "split_ids"), dtype=np.int64)
+    if sids.size and (sids.min() < 0 or sids.max() >= len(model["splits"])):
+        raise ProtocolError("unknown split id", peer=active, tag="predict/split_ids")
+    rows = np.arange(X.shape[0], dtype=np.int64)
+    ctx.sub("predict").send(active, "decisions", _decide_bits(model["splits"], X, rows, sids))
