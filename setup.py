@@ -15,6 +15,13 @@ setup(
             libraries=["gmp"],
             extra_compile_args=["-O3"],
             optional=True,
-        )
+        ),
+        Extension(
+            "hefl._mont",
+            sources=["hefl/native/_mont.c"],
+            libraries=["gmp"],
+            extra_compile_args=["-O3"],
+            optional=True,
+        ),
     ]
 )

@@ -27,6 +27,10 @@ try:  # pragma: no cover - depends on the build
     from hefl import _native as _NATIVE
 except ImportError:  # pragma: no cover
     _NATIVE = None
+try:  # pragma: no cover - depends on the build
+    from hefl import _mont as _MONT
+except ImportError:  # pragma: no cover
+    _MONT = None
 
 
 def native_available() -> bool:
@@ -179,12 +183,23 @@ class FixedBaseTable:
                 k *= 2
             b = gmpy2.powmod(b, 1 << window, modulus)
         self.table = table
+        self.mont_table = None
+        if _MONT is not None:
+            # Montgomery form x·R mod m, R = 2^(64 L): one batched multiplication by R mod m
+            r_mod = _limbs((1 << (64 * self.L)) % modulus, self.L)
+            flat = table.reshape(-1, self.L)
+            mt = np.empty_like(flat)
+            ops.mulmod(flat, np.ascontiguousarray(np.broadcast_to(r_mod, flat.shape)), self.m_limbs, mt, self.L)
+            self.mont_table = mt.reshape(table.shape)
 
     def pow(self, exps: np.ndarray) -> np.ndarray:
         """``base^e`` for each row of ``exps`` ((N, Le) uint64 limbs)."""
         exps = _u64(exps)
         out = np.empty((exps.shape[0], self.L), dtype=np.uint64)
-        _ops().fb_powmod(self.table, self.window, self.n_windows, exps, exps.shape[1], self.m_limbs, out, self.L)
+        if self.mont_table is not None:
+            _MONT.fb_powmod(self.mont_table, self.window, self.n_windows, exps, exps.shape[1], self.m_limbs, out, self.L)
+        else:
+            _ops().fb_powmod(self.table, self.window, self.n_windows, exps, exps.shape[1], self.m_limbs, out, self.L)
         return out
 
 
@@ -207,6 +222,7 @@ class CpuPaillierBackend(PaillierBackend):
         self.Lc = params.limbs_c
         self.n_l = _limbs(params.n, self.Ln)
         self.nsq_l = _limbs(params.nsquare, self.Lc)
+        self.r_mod_nsq = _limbs((1 << (64 * self.Lc)) % params.nsquare, self.Lc)
         self._window = window
         self._tables: tuple | None = None
         self._table_lock = threading.Lock()
@@ -306,6 +322,12 @@ class CpuPaillierBackend(PaillierBackend):
         a = _u64(a)
         return self.bucket_sum(a, np.zeros((a.shape[0], 1), dtype=np.int32), 1)[0, 0]
 
+    def _bucket_prod(self, a, ids, n_feat, n_buckets, out) -> None:
+        if _MONT is not None and self.ops is _NATIVE:
+            _MONT.bucket_prod(a, ids, n_feat, n_buckets, self.nsq_l, self.r_mod_nsq, out, self.Lc)
+        else:
+            self.ops.bucket_prod(a, ids, n_feat, n_buckets, self.nsq_l, out, self.Lc)
+
     def bucket_sum(self, a: np.ndarray, ids: np.ndarray, n_buckets: int) -> np.ndarray:
         a = _u64(a)
         ids = np.ascontiguousarray(ids, dtype=np.int32)
@@ -315,15 +337,13 @@ class CpuPaillierBackend(PaillierBackend):
         jobs = min(self.n_jobs, max(1, n_rows // 256))
         if jobs <= 1:
             out = np.empty((n_feat, n_buckets, self.Lc), dtype=np.uint64)
-            self.ops.bucket_prod(a, ids, n_feat, n_buckets, self.nsq_l, out, self.Lc)
+            self._bucket_prod(a, ids, n_feat, n_buckets, out)
             return out
         # split rows, build partial histograms in parallel, then multiply them together
         bounds = np.linspace(0, n_rows, jobs + 1).astype(int)
         parts = [np.empty((n_feat, n_buckets, self.Lc), dtype=np.uint64) for _ in range(jobs)]
         futures = [
-            _executor(self.n_jobs).submit(
-                self.ops.bucket_prod, a[lo:hi], ids[lo:hi], n_feat, n_buckets, self.nsq_l, parts[j], self.Lc
-            )
+            _executor(self.n_jobs).submit(self._bucket_prod, a[lo:hi], ids[lo:hi], n_feat, n_buckets, parts[j])
             for j, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:]))
         ]
         for f in futures:

@@ -202,3 +202,38 @@ def test_real_2048_bit_end_to_end():
     enc = pub.encrypt(x)
     h = kit.decrypt(pub.bucket_sum(enc * 2 + 1.0, ids, 4))
     np.testing.assert_allclose(h, [np.sum(2 * x[ids == b] + 1) for b in range(4)], atol=1e-6)
+
+
+@pytest.mark.parametrize("portable", [False, True])
+def test_montgomery_kernels_match_gmpy2(pkit, portable):
+    try:
+        from hefl import _mont
+    except ImportError:
+        pytest.skip("Montgomery extension not built: the gmpy2 path is in use")
+    import gmpy2
+
+    _mont.use_portable_redc(portable)
+    try:
+        be = CpuPaillierBackend(PaillierParams(n=pkit.n, hs=pkit.hs, alpha_bits=pkit.alpha_bits,
+                                               p=pkit._p, q=pkit._q))
+        tp = be._get_tables()[0]
+        e = be.random_exponents(5)
+        e[0] = 0
+        got = tp.pow(e)
+        ints = [int.from_bytes(r.tobytes(), "little") for r in e]
+        base = int.from_bytes(tp.table[0, 1].tobytes(), "little")
+        want = [int(gmpy2.powmod(base, k, tp.modulus)) for k in ints]
+        assert [int.from_bytes(r.tobytes(), "little") for r in got] == want
+        c = pkit.encrypt(np.arange(40) - 20.0)
+        ids = np.random.default_rng(9).integers(-1, 6, size=(40, 3))
+        h = be.bucket_sum(c._flat(), ids, 6)
+        nsq = pkit.nsquare
+        raw = c.raw()
+        for f in range(3):
+            for b in range(6):
+                prod = 1
+                for i in np.flatnonzero(ids[:, f] == b):
+                    prod = prod * raw[i] % nsq
+                assert int.from_bytes(h[f, b].tobytes(), "little") == prod
+    finally:
+        _mont.use_portable_redc(False)
