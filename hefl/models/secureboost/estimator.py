@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.preprocessing import LabelEncoder
+from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from hefl.errors import ConfigError, DataError
@@ -265,6 +266,7 @@ class SecureBoostClassifier(ClassifierMixin, _SecureBoostBase):
 
     def fit(self, X, y):
         X, y = validate_data(self, X, y, ensure_all_finite="allow-nan", dtype=np.float64)
+        check_classification_targets(y)
         enc = LabelEncoder().fit(y)
         self.classes_ = enc.classes_
         yi = enc.transform(y)
@@ -276,6 +278,7 @@ class SecureBoostClassifier(ClassifierMixin, _SecureBoostBase):
         return self._fit(X, yi.astype(np.float64), "multi:softprob", n_classes)
 
     def predict_proba(self, X) -> np.ndarray:
+        check_is_fitted(self, "models_")
         margin = self._margin(X)
         am = self.models_[next(iter(self.parties_))]
         obj = get_objective(am["objective"]["name"], am["objective"].get("n_outputs"))
@@ -290,6 +293,7 @@ class SecureBoostClassifier(ClassifierMixin, _SecureBoostBase):
         return m[:, 0] if m.shape[1] == 1 else m
 
     def predict(self, X) -> np.ndarray:
+        check_is_fitted(self, "models_")
         return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
 
 
