@@ -8,7 +8,7 @@ Every error hefl raises on purpose derives from :class:`HeflError`::
     ├── HEError                     homomorphic-encryption layer
     │   ├── KeyMismatchError        ciphertexts / kits under different public keys
     │   ├── EncodingOverflowError   a value does not fit the fixed-point encoding or a packed slot
-    │   ├── InvalidCiphertextError  a ciphertext outside [1, n²) or not coprime to n
+    │   ├── InvalidCiphertextError  a ciphertext out of range ([1, n²) Paillier, [1, n) OU) or not coprime to n
     │   └── InsecureKeyError        a key below the secure size without ``allow_insecure=True``
     ├── TransportError              anything between parties
     │   ├── ProtocolError           a malformed / unexpected message (names peer and tag)
@@ -68,7 +68,7 @@ class EncodingOverflowError(HEError, OverflowError):
 
 
 class InvalidCiphertextError(HEError, ValueError):
-    """A ciphertext is outside [1, n²) or shares a factor with n."""
+    """A ciphertext is out of range ([1, n²) for Paillier, [1, n) for OU) or shares a factor with n."""
 
 
 class InsecureKeyError(HEError, ValueError):

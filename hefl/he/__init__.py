@@ -12,13 +12,13 @@ See :mod:`hefl.he.base` for the array API and :mod:`hefl.he.encoding` for the en
 and the slot :class:`Packer`.
 """
 
-from . import ckks, mock, paillier
+from . import ckks, mock, ou, paillier
 from .base import AdditiveKit, CipherArray, PublicKit, SecretKit, concatenate
 from .encoding import DEFAULT_FRAC_BITS, FixedPointEncoder, Packer
 from .wire import cipher_from_wire, cipher_to_wire, load_public_kit, public_kit_to_wire
 
 __all__ = [
-    "paillier", "ckks", "mock", "keygen",
+    "paillier", "ckks", "mock", "ou", "keygen",
     "PublicKit", "SecretKit", "AdditiveKit", "CipherArray", "concatenate",
     "FixedPointEncoder", "Packer", "DEFAULT_FRAC_BITS",
     "cipher_to_wire", "cipher_from_wire", "public_kit_to_wire", "load_public_kit",
@@ -26,7 +26,7 @@ __all__ = [
 
 
 def keygen(scheme: str = "paillier", **kwargs) -> SecretKit:
-    """Key generation by scheme name: ``"paillier"``, ``"ckks"``, ``"mock"`` (``"ou"`` once built)."""
+    """Key generation by scheme name: ``"paillier"``, ``"ou"``, ``"ckks"`` or ``"mock"``."""
     if scheme == "paillier":
         return paillier.keygen(**kwargs)
     if scheme == "ckks":
@@ -34,8 +34,6 @@ def keygen(scheme: str = "paillier", **kwargs) -> SecretKit:
     if scheme == "mock":
         return mock.keygen(**kwargs)
     if scheme == "ou":
-        from . import ou  # type: ignore[attr-defined]
-
         return ou.keygen(**kwargs)
     from hefl.errors import ConfigError
 

@@ -20,6 +20,7 @@ results with gmpy2.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import secrets
 import threading
@@ -33,14 +34,18 @@ from hefl.errors import EncodingOverflowError
 from ._backend import ints_to_limbs, limbs_for, limbs_to_ints
 from ._cpu import _executor, _limbs, _ops, _u64
 
-__all__ = ["OUParams", "CpuOUBackend", "LevelTable", "ou_native_available", "level_spec"]
+__all__ = ["CpuOUBackend", "LevelTable", "OUParams", "level_spec", "ou_native_available"]
 
 log = logging.getLogger(__name__)
 
 try:  # pragma: no cover - depends on the build
-    from hefl import _native as _NATIVE
+    from hefl import _native as _NATIVE  # type: ignore[attr-defined]
 except ImportError:  # pragma: no cover
     _NATIVE = None
+try:  # pragma: no cover - depends on the build
+    from hefl import _mont as _MONT  # type: ignore[attr-defined]
+except ImportError:  # pragma: no cover
+    _MONT = None
 
 _OU_KERNELS = ("fbt_prod", "signed_mag", "ou_decrypt", "mulmod_mpn")
 
@@ -169,7 +174,8 @@ class _GmpyOUOps:
     def _int(buf: np.ndarray, L: int) -> int:
         return limbs_to_ints(np.asarray(buf).reshape(1, L))[0]
 
-    def fbt_prod(self, init, Li, t1, lev1, e1, Le1, t2, t2n, lev2, e2, Le2, neg, m, out, L):
+    def fbt_prod(self, init, Li, t1, lev1, e1, Le1, t2, t2n, lev2, e2, Le2, neg, m, rk, out, L):
+        del rk  # the Montgomery correction rows of the native kernel; plain arithmetic here
         mod = gmpy2.mpz(self._int(m, L))
         N = out.size // L
         lev1 = np.asarray(lev1, dtype=np.int64).reshape(-1, 3)
@@ -243,6 +249,10 @@ class _TableSet:
         self.gi = LevelTable(prm.G_inv, modulus, g_levels)
         self.L = self.h.L
         self.m = self.h.m_limbs
+        # rows k = 0..K: R^(k+1) mod m, R = 2^(64 L), to undo k Montgomery steps (fbt_prod)
+        K = len(self.h.levels) + len(self.g.levels) + 1
+        R = gmpy2.mpz(1) << (64 * self.L)
+        self.rk = ints_to_limbs([int(gmpy2.powmod(R, k + 1, modulus)) for k in range(K + 1)], self.L)
 
     @property
     def nbytes(self) -> int:
@@ -275,6 +285,7 @@ class CpuOUBackend:
         self.ou = _ou_ops()
         self.L = params.limbs
         self.n_l = _limbs(params.n, self.L)
+        self.r_mod_n = _limbs((1 << (64 * self.L)) % params.n, self.L)
         self.h_levels = level_spec(params.r_bits, [(None, h_window)])
         self.g_levels = level_spec(params.plaintext_bits, list(g_windows))
         #: limbs of an exponent magnitude (covers plaintext_bits)
@@ -284,6 +295,7 @@ class CpuOUBackend:
         self._table_lock = threading.Lock()
         if params.has_private:
             p, q, t = params.p, params.q, params.t
+            assert p is not None and q is not None and t is not None
             p2 = p * p
             self.Lp, self.Lp2, self.Lq, self.Lt = limbs_for(p), limbs_for(p2), limbs_for(q), limbs_for(t)
             gp = gmpy2.powmod(params.G % p2, t, p2)  # = g^(p-1) mod p², of order p
@@ -303,7 +315,7 @@ class CpuOUBackend:
         bounds = np.linspace(0, n_rows, jobs + 1).astype(int)
         futures = [
             _executor(self.n_jobs).submit(fn, *(a[lo:hi] for a in arrays))
-            for lo, hi in zip(bounds[:-1], bounds[1:])
+            for lo, hi in itertools.pairwise(bounds)
             if hi > lo
         ]
         for f in futures:
@@ -314,7 +326,7 @@ class CpuOUBackend:
         with self._table_lock:
             if self._tables is None:
                 prm = self.params
-                if prm.has_private:
+                if prm.p is not None and prm.q is not None:
                     self._tables = {
                         "p2": _TableSet(prm, prm.p * prm.p, self.h_levels, self.g_levels),
                         "q": _TableSet(prm, prm.q, self.h_levels, self.g_levels),
@@ -368,7 +380,7 @@ class CpuOUBackend:
                 x_i, self.L if has_i else 0,
                 ts.h.table, ts.h.levels if has_r else _EMPTY_LEV, x_r, self.Lr,
                 ts.g.table, ts.gi.table, ts.g.levels if has_m else _EMPTY_LEV, x_m, self.Lm, x_n,
-                ts.m, o, ts.L,
+                ts.m, ts.rk, o, ts.L,
             )
 
         if "n" in tabs:
@@ -425,6 +437,13 @@ class CpuOUBackend:
         a = _u64(a)
         return self.bucket_sum(a, np.zeros((a.shape[0], 1), dtype=np.int32), 1)[0, 0]
 
+    def _bucket_prod(self, a, ids, n_feat, n_buckets, out) -> None:
+        # Montgomery chains (hefl._mont) where built with the native kernels, else mpz products
+        if _MONT is not None and self.ops is _NATIVE:
+            _MONT.bucket_prod(a, ids, n_feat, n_buckets, self.n_l, self.r_mod_n, out, self.L)
+        else:
+            self.ops.bucket_prod(a, ids, n_feat, n_buckets, self.n_l, out, self.L)
+
     def bucket_sum(self, a: np.ndarray, ids: np.ndarray, n_buckets: int) -> np.ndarray:
         """(F, n_buckets, L): per feature and bucket the product mod n of its rows (1 where none)."""
         a = _u64(a)
@@ -435,15 +454,13 @@ class CpuOUBackend:
         jobs = min(self.n_jobs, max(1, n_rows // 256))
         if jobs <= 1:
             out = np.empty((n_feat, n_buckets, self.L), dtype=np.uint64)
-            self.ops.bucket_prod(a, ids, n_feat, n_buckets, self.n_l, out, self.L)
+            self._bucket_prod(a, ids, n_feat, n_buckets, out)
             return out
         bounds = np.linspace(0, n_rows, jobs + 1).astype(int)
         parts = [np.empty((n_feat, n_buckets, self.L), dtype=np.uint64) for _ in range(jobs)]
         futures = [
-            _executor(self.n_jobs).submit(
-                self.ops.bucket_prod, a[lo:hi], ids[lo:hi], n_feat, n_buckets, self.n_l, parts[j], self.L
-            )
-            for j, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:]))
+            _executor(self.n_jobs).submit(self._bucket_prod, a[lo:hi], ids[lo:hi], n_feat, n_buckets, parts[j])
+            for j, (lo, hi) in enumerate(itertools.pairwise(bounds))
         ]
         for f in futures:
             f.result()

@@ -2,9 +2,10 @@
 
 Cipher arrays travel as a JSON-able *meta* dict plus raw frames — never pickled:
 
-* additive schemes (paillier, mock): one frame of fixed-width little-endian
+* additive schemes (paillier, ou, mock): one frame of fixed-width little-endian
   ciphertexts; meta ``{"scheme", "fingerprint", "shape", "frac_bits", "width"}``;
-  on receipt every ciphertext is range-checked (``[1, n²)``, coprime to n).
+  on receipt every ciphertext is range-checked (Paillier ``[1, n²)``, OU ``[1, n)``,
+  coprime to n).
 * ckks: one frame per SIMD chunk (TenSEAL serialisation); meta
   ``{"scheme": "ckks", "fingerprint", "shape", "chunks"}``.
 
@@ -112,7 +113,7 @@ def load_public_kit(data: bytes, *, allow_insecure: bool = False, backend: str =
 
             kit = MockPublicKit.from_bytes(raw)
         elif scheme == "ou":
-            from .ou import OUPublicKit  # type: ignore[import-not-found]
+            from .ou import OUPublicKit
 
             kit = OUPublicKit.from_bytes(raw, allow_insecure=allow_insecure, backend=backend)
         else:

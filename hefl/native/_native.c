@@ -290,6 +290,283 @@ static PyObject *py_check_range(PyObject *self, PyObject *args) {
     return PyLong_FromSsize_t(bad);
 }
 
+/* ------------------------------------------------------------------------------------
+ * Okamoto–Uchiyama kernels (hefl/he/_ou_cpu.py).  They work on mpn limbs directly
+ * (no mpz import/export per multiplication), so they need 64-bit GMP limbs; where GMP
+ * has other limbs they are not registered and hefl falls back to gmpy2 for OU.
+ * ------------------------------------------------------------------------------------ */
+#if GMP_LIMB_BITS == 64 && GMP_NAIL_BITS == 0
+#define HEFL_OU_KERNELS 1
+
+/* bits [off, off + w) of the Le-limb number e, w <= 16 */
+static inline uint64_t ou_bits(const uint64_t *e, Py_ssize_t Le, Py_ssize_t off, Py_ssize_t w) {
+    Py_ssize_t limb = off / 64, sh = off % 64;
+    if (limb >= Le) return 0;
+    uint64_t d = e[limb] >> sh;
+    if (sh + w > 64 && limb + 1 < Le) d |= e[limb + 1] << (64 - sh);
+    return d & (((uint64_t)1 << w) - 1);
+}
+
+/* 1 when e (Le limbs) has a bit set at position >= cover */
+static inline int ou_exceeds(const uint64_t *e, Py_ssize_t Le, Py_ssize_t cover) {
+    Py_ssize_t limb = cover / 64, sh = cover % 64;
+    if (limb >= Le) return 0;
+    if (sh && (e[limb] >> sh)) return 1;
+    for (Py_ssize_t j = sh ? limb + 1 : limb; j < Le; j++) if (e[j]) return 1;
+    return 0;
+}
+
+/* levels: int64 triplets (bit offset, window, first row of that level in the table),
+ * contiguous from bit 0; returns the number of exponent bits they cover, or -1 */
+static Py_ssize_t ou_levels(Py_buffer *lev, Py_ssize_t *nlev) {
+    const int64_t *l = (const int64_t *)lev->buf;
+    *nlev = lev->len / 24;
+    Py_ssize_t cover = 0;
+    for (Py_ssize_t i = 0; i < *nlev; i++) {
+        if (l[3 * i] != cover || l[3 * i + 1] < 1 || l[3 * i + 1] > 16 || l[3 * i + 2] < 0) return -1;
+        cover += (Py_ssize_t)l[3 * i + 1];
+    }
+    return cover;
+}
+
+/* acc <- acc * b mod m (L limbs each; tmp 2L limbs, q L + 1 limbs) */
+static inline void ou_mulmod(mp_limb_t *acc, const mp_limb_t *b, const mp_limb_t *m, Py_ssize_t L,
+                             mp_limb_t *tmp, mp_limb_t *q) {
+    mpn_mul_n(tmp, acc, b, (mp_size_t)L);
+    mpn_tdiv_qr(q, acc, 0, tmp, (mp_size_t)(2 * L), m, (mp_size_t)L);
+}
+
+/* -m^-1 mod 2^64 for odd m0 (Newton: each step doubles the correct low bits) */
+static inline mp_limb_t ou_minv(mp_limb_t m0) {
+    mp_limb_t inv = m0;  /* correct to 3 bits for odd m0 */
+    for (int i = 0; i < 5; i++) inv *= 2 - m0 * inv;
+    return (mp_limb_t)0 - inv;
+}
+
+/* GMP's own REDC (exported as __gmpn_redc_1 by every GMP since 5.0, not in gmp.h): used
+ * when the library has it, else the word-by-word loop below */
+extern mp_limb_t __gmpn_redc_1(mp_ptr, mp_ptr, mp_srcptr, mp_size_t, mp_limb_t) __attribute__((weak));
+
+/* Montgomery step: acc <- acc * b * 2^(-64 L) mod m (tmp 2L limbs; m odd; acc, b < m) */
+static inline void ou_montmul(mp_limb_t *acc, const mp_limb_t *b, const mp_limb_t *m, Py_ssize_t L,
+                              mp_limb_t *tmp, mp_limb_t minv) {
+    mp_limb_t cy;
+    mpn_mul_n(tmp, acc, b, (mp_size_t)L);
+    if (__gmpn_redc_1) {
+        cy = __gmpn_redc_1(acc, tmp, m, (mp_size_t)L, minv);
+    } else {
+        /* word-by-word REDC; the carry of row i is parked in the limb it just cleared */
+        for (Py_ssize_t i = 0; i < L; i++) tmp[i] = mpn_addmul_1(tmp + i, m, (mp_size_t)L, tmp[i] * minv);
+        cy = mpn_add_n(acc, tmp + L, tmp, (mp_size_t)L);
+    }
+    if (cy || mpn_cmp(acc, m, (mp_size_t)L) >= 0) mpn_sub_n(acc, acc, m, (mp_size_t)L);
+}
+
+/* multiply the level entries selected by exponent e into acc; *k counts the multiplications
+ * (Montgomery steps when minv != 0, each leaving a factor 2^(-64 L) to undo at the end) */
+static inline void ou_walk(mp_limb_t *acc, int *started, Py_ssize_t *k, const uint64_t *tab, const int64_t *lev,
+                           Py_ssize_t nlev, const uint64_t *e, Py_ssize_t Le, const mp_limb_t *m,
+                           Py_ssize_t L, mp_limb_t *tmp, mp_limb_t *q, mp_limb_t minv) {
+    for (Py_ssize_t j = 0; j < nlev; j++) {
+        uint64_t d = ou_bits(e, Le, (Py_ssize_t)lev[3 * j], (Py_ssize_t)lev[3 * j + 1]);
+        if (!d) continue;
+        const mp_limb_t *entry = (const mp_limb_t *)tab + ((size_t)lev[3 * j + 2] + d) * (size_t)L;
+        if (!*started) { memcpy(acc, entry, (size_t)L * 8); *started = 1; }
+        else if (minv) { ou_montmul(acc, entry, m, L, tmp, minv); (*k)++; }
+        else ou_mulmod(acc, entry, m, L, tmp, q);
+    }
+}
+
+/*
+ * fbt_prod(init, Li, t1, lev1, e1, Le1, t2, t2n, lev2, e2, Le2, neg, m, rk, out, L):
+ *   out[i] = init[i] * T1(e1[i]) * (neg[i] ? T2n : T2)(e2[i]) mod m
+ * where T(e) = prod over levels (off, w, s) of table[s + digit(e, off, w)], a fixed-base
+ * table with level entries base^(d 2^off).  A term whose level list is empty is left
+ * out, and so is init when Li == 0; init rows (Li limbs) are reduced mod m first.
+ * Exponents with bits beyond the levels' coverage raise ValueError (never truncated).
+ * With rk given (rows k = 0..K: R^(k+1) mod m, R = 2^(64 L), m odd, K >= the number of
+ * multiplications a row can need) the products are Montgomery steps on the plain table
+ * entries, and one last step with rk[k] removes the k factors R^-1; else they are
+ * multiply-and-divide.
+ */
+static PyObject *py_fbt_prod(PyObject *self, PyObject *args) {
+    Py_buffer ib, t1, l1, e1, t2, t2n, l2, e2, ng, m, rk, out;
+    Py_ssize_t Li, Le1, Le2, L;
+    if (!PyArg_ParseTuple(args, "y*ny*y*y*ny*y*y*y*ny*y*y*w*n", &ib, &Li, &t1, &l1, &e1, &Le1, &t2, &t2n, &l2,
+                          &e2, &Le2, &ng, &m, &rk, &out, &L))
+        return NULL;
+    PyObject *res = NULL;
+    mp_limb_t *work = NULL;
+    Py_ssize_t n1, n2, N = L > 0 ? out.len / (8 * L) : 0, bad = -1;
+    Py_ssize_t c1 = ou_levels(&l1, &n1), c2 = ou_levels(&l2, &n2);
+    if (L < 1 || c1 < 0 || c2 < 0) { PyErr_SetString(PyExc_ValueError, "invalid fixed-base levels"); goto done; }
+    if (!check_buf(&m, 8 * L, "m")) goto done;
+    if (((const uint64_t *)m.buf)[L - 1] == 0) { PyErr_SetString(PyExc_ValueError, "modulus has a zero top limb"); goto done; }
+    if (Li && !check_buf(&ib, N * 8 * Li, "init")) goto done;
+    if (n1) {
+        const int64_t *l = (const int64_t *)l1.buf;
+        if (Le1 < 1 || !check_buf(&e1, N * 8 * Le1, "e1") ||
+            !check_buf(&t1, (l[3 * (n1 - 1) + 2] + ((Py_ssize_t)1 << l[3 * (n1 - 1) + 1])) * 8 * L, "t1")) goto done;
+    }
+    if (n2) {
+        const int64_t *l = (const int64_t *)l2.buf;
+        Py_ssize_t need = (l[3 * (n2 - 1) + 2] + ((Py_ssize_t)1 << l[3 * (n2 - 1) + 1])) * 8 * L;
+        if (Le2 < 1 || !check_buf(&e2, N * 8 * Le2, "e2") || !check_buf(&ng, N, "neg") ||
+            !check_buf(&t2, need, "t2") || !check_buf(&t2n, need, "t2n")) goto done;
+    }
+    if (Li && Li < L) { PyErr_SetString(PyExc_ValueError, "init rows need at least L limbs"); goto done; }
+    Py_ssize_t K = rk.len / (8 * L);
+    if (K && (K < n1 + n2 + 1 || !(((const uint64_t *)m.buf)[0] & 1))) {
+        PyErr_SetString(PyExc_ValueError, "Montgomery correction table too short or even modulus"); goto done;
+    }
+    work = (mp_limb_t *)PyMem_RawMalloc(sizeof(mp_limb_t) * (size_t)(L + 2 * L + (Li > L ? Li : L) + 1));
+    if (!work) { PyErr_NoMemory(); goto done; }
+    Py_BEGIN_ALLOW_THREADS
+    mp_limb_t *acc = work, *tmp = work + L, *q = work + 3 * L;
+    const mp_limb_t *mod = (const mp_limb_t *)m.buf;
+    mp_limb_t minv = K ? ou_minv(mod[0]) : 0;
+    for (Py_ssize_t i = 0; i < N; i++) {
+        int started = 0;
+        Py_ssize_t k = 0;
+        const uint64_t *x1 = n1 ? (const uint64_t *)e1.buf + i * Le1 : NULL;
+        const uint64_t *x2 = n2 ? (const uint64_t *)e2.buf + i * Le2 : NULL;
+        if ((n1 && ou_exceeds(x1, Le1, c1)) || (n2 && ou_exceeds(x2, Le2, c2))) { bad = i; break; }
+        if (Li) {
+            mpn_tdiv_qr(q, acc, 0, (const mp_limb_t *)ib.buf + i * Li, (mp_size_t)Li, mod, (mp_size_t)L);
+            started = 1;
+        }
+        if (n1) ou_walk(acc, &started, &k, (const uint64_t *)t1.buf, (const int64_t *)l1.buf, n1, x1, Le1, mod, L,
+                        tmp, q, minv);
+        if (n2) {
+            const uint64_t *tb = ((const uint8_t *)ng.buf)[i] ? (const uint64_t *)t2n.buf : (const uint64_t *)t2.buf;
+            ou_walk(acc, &started, &k, tb, (const int64_t *)l2.buf, n2, x2, Le2, mod, L, tmp, q, minv);
+        }
+        if (!started) { memset(acc, 0, (size_t)L * 8); acc[0] = 1; }
+        else if (k) ou_montmul(acc, (const mp_limb_t *)rk.buf + (size_t)k * (size_t)L, mod, L, tmp, minv);
+        memcpy((uint64_t *)out.buf + i * L, acc, (size_t)L * 8);
+    }
+    Py_END_ALLOW_THREADS
+    if (bad >= 0) {
+        PyErr_Format(PyExc_ValueError, "exponent of row %zd larger than the fixed-base table", bad);
+        goto done;
+    }
+    res = Py_None; Py_INCREF(res);
+done:
+    if (work) PyMem_RawFree(work);
+    PyBuffer_Release(&ib); PyBuffer_Release(&t1); PyBuffer_Release(&l1); PyBuffer_Release(&e1);
+    PyBuffer_Release(&t2); PyBuffer_Release(&t2n); PyBuffer_Release(&l2); PyBuffer_Release(&e2);
+    PyBuffer_Release(&ng); PyBuffer_Release(&m); PyBuffer_Release(&rk); PyBuffer_Release(&out);
+    return res;
+}
+
+/*
+ * signed_mag(x, Lx, n, mag, Lm, neg, maxbits) -> first bad row or -1.
+ * Residues x in [0, n) stand for signed values (n - |v| for v < 0, as FixedPointEncoder
+ * writes them): mag[i] = |v| in Lm limbs, neg[i] = v < 0.  A row is bad when x >= n or
+ * |v| has more than maxbits bits.
+ */
+static PyObject *py_signed_mag(PyObject *self, PyObject *args) {
+    Py_buffer xb, nb, mb, gb; Py_ssize_t Lx, Lm, maxbits;
+    if (!PyArg_ParseTuple(args, "y*ny*w*nw*n", &xb, &Lx, &nb, &mb, &Lm, &gb, &maxbits)) return NULL;
+    Py_ssize_t N = Lx > 0 ? xb.len / (8 * Lx) : 0, bad = -1;
+    PyObject *res = NULL;
+    mp_limb_t *work = NULL;
+    if (Lx < 1 || Lm < 1 || maxbits > 64 * Lm) { PyErr_SetString(PyExc_ValueError, "invalid limb counts"); goto done; }
+    if (!check_buf(&nb, 8 * Lx, "n") || !check_buf(&mb, N * 8 * Lm, "mag") || !check_buf(&gb, N, "neg")) goto done;
+    work = (mp_limb_t *)PyMem_RawMalloc(sizeof(mp_limb_t) * (size_t)(2 * Lx));
+    if (!work) { PyErr_NoMemory(); goto done; }
+    Py_BEGIN_ALLOW_THREADS
+    const mp_limb_t *n = (const mp_limb_t *)nb.buf;
+    mp_limb_t *half = work, *v = work + Lx;
+    mpn_rshift(half, n, (mp_size_t)Lx, 1);
+    for (Py_ssize_t i = 0; i < N; i++) {
+        const mp_limb_t *x = (const mp_limb_t *)xb.buf + i * Lx;
+        if (mpn_cmp(x, n, (mp_size_t)Lx) >= 0) { bad = i; break; }
+        int negative = mpn_cmp(x, half, (mp_size_t)Lx) > 0;
+        if (negative) mpn_sub_n(v, n, x, (mp_size_t)Lx);
+        else memcpy(v, x, (size_t)Lx * 8);
+        Py_ssize_t top = Lx;
+        while (top > 0 && v[top - 1] == 0) top--;
+        Py_ssize_t bits = top ? 64 * (top - 1) + (64 - __builtin_clzll(v[top - 1])) : 0;
+        if (bits > maxbits) { bad = i; break; }
+        uint64_t *o = (uint64_t *)mb.buf + i * Lm;
+        memset(o, 0, (size_t)Lm * 8);
+        memcpy(o, v, (size_t)(top < Lm ? top : Lm) * 8);
+        ((uint8_t *)gb.buf)[i] = (uint8_t)negative;
+    }
+    Py_END_ALLOW_THREADS
+    res = PyLong_FromSsize_t(bad);
+done:
+    if (work) PyMem_RawFree(work);
+    PyBuffer_Release(&xb); PyBuffer_Release(&nb); PyBuffer_Release(&mb); PyBuffer_Release(&gb);
+    return res;
+}
+
+/*
+ * ou_decrypt(c, Lc, p, Lp, p2, Lp2, t, Lt, gpinv, n, out, Ln): Okamoto–Uchiyama decryption
+ * with the subgroup order t:  m = L(c^t mod p^2) * gpinv mod p,  L(x) = (x - 1) / p,
+ * written as a signed residue mod n (m > p/2 stands for m - p, stored as n - (p - m)).
+ */
+static PyObject *py_ou_decrypt(PyObject *self, PyObject *args) {
+    Py_buffer cb, pb, p2b, tb, gb, nb, out; Py_ssize_t Lc, Lp, Lp2, Lt, Ln;
+    if (!PyArg_ParseTuple(args, "y*ny*ny*ny*ny*y*w*n", &cb, &Lc, &pb, &Lp, &p2b, &Lp2, &tb, &Lt, &gb, &nb, &out, &Ln))
+        return NULL;
+    Py_ssize_t N = Lc > 0 ? cb.len / (8 * Lc) : 0;
+    PyObject *res = NULL;
+    if (!check_buf(&out, N * 8 * Ln, "out") || !check_buf(&pb, 8 * Lp, "p") || !check_buf(&p2b, 8 * Lp2, "p2") ||
+        !check_buf(&tb, 8 * Lt, "t") || !check_buf(&gb, 8 * Lp, "gpinv") || !check_buf(&nb, 8 * Ln, "n")) goto done;
+    Py_BEGIN_ALLOW_THREADS
+    mpz_t x, p, p2, t, gi, n, half;
+    mpz_inits(x, p, p2, t, gi, n, half, NULL);
+    load(p, (const uint64_t *)pb.buf, Lp); load(p2, (const uint64_t *)p2b.buf, Lp2);
+    load(t, (const uint64_t *)tb.buf, Lt); load(gi, (const uint64_t *)gb.buf, Lp);
+    load(n, (const uint64_t *)nb.buf, Ln);
+    mpz_fdiv_q_2exp(half, p, 1);
+    for (Py_ssize_t i = 0; i < N; i++) {
+        load(x, (const uint64_t *)cb.buf + i * Lc, Lc);
+        mpz_mod(x, x, p2);
+        mpz_powm(x, x, t, p2);
+        mpz_sub_ui(x, x, 1);
+        mpz_divexact(x, x, p);
+        mpz_mul(x, x, gi); mpz_mod(x, x, p);
+        if (mpz_cmp(x, half) > 0) { mpz_sub(x, x, p); mpz_add(x, x, n); }
+        store((uint64_t *)out.buf + i * Ln, Ln, x);
+    }
+    mpz_clears(x, p, p2, t, gi, n, half, NULL);
+    Py_END_ALLOW_THREADS
+    res = Py_None; Py_INCREF(res);
+done:
+    PyBuffer_Release(&cb); PyBuffer_Release(&pb); PyBuffer_Release(&p2b); PyBuffer_Release(&tb);
+    PyBuffer_Release(&gb); PyBuffer_Release(&nb); PyBuffer_Release(&out);
+    return res;
+}
+
+/* mulmod_mpn(a, b, m, out, L): as mulmod, on limbs without mpz conversions (m's top limb != 0) */
+static PyObject *py_mulmod_mpn(PyObject *self, PyObject *args) {
+    Py_buffer a, b, m, out; Py_ssize_t L;
+    if (!PyArg_ParseTuple(args, "y*y*y*w*n", &a, &b, &m, &out, &L)) return NULL;
+    Py_ssize_t N = L > 0 ? a.len / (8 * L) : 0;
+    PyObject *res = NULL;
+    mp_limb_t *work = NULL;
+    if (L < 1 || !check_buf(&b, N * 8 * L, "b") || !check_buf(&out, N * 8 * L, "out") || !check_buf(&m, 8 * L, "m")) goto done;
+    if (((const uint64_t *)m.buf)[L - 1] == 0) { PyErr_SetString(PyExc_ValueError, "modulus has a zero top limb"); goto done; }
+    work = (mp_limb_t *)PyMem_RawMalloc(sizeof(mp_limb_t) * (size_t)(3 * L + 1));
+    if (!work) { PyErr_NoMemory(); goto done; }
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < N; i++) {
+        mpn_mul_n(work, (const mp_limb_t *)a.buf + i * L, (const mp_limb_t *)b.buf + i * L, (mp_size_t)L);
+        mpn_tdiv_qr(work + 2 * L, (mp_limb_t *)out.buf + i * L, 0, work, (mp_size_t)(2 * L),
+                    (const mp_limb_t *)m.buf, (mp_size_t)L);
+    }
+    Py_END_ALLOW_THREADS
+    res = Py_None; Py_INCREF(res);
+done:
+    if (work) PyMem_RawFree(work);
+    PyBuffer_Release(&a); PyBuffer_Release(&b); PyBuffer_Release(&m); PyBuffer_Release(&out);
+    return res;
+}
+#endif /* 64-bit limbs */
+
 static PyMethodDef methods[] = {
     {"mulmod", py_mulmod, METH_VARARGS, "mulmod(a, b, m, out, L)"},
     {"powmod", py_powmod, METH_VARARGS, "powmod(a, L, e, Le, m, out)"},
@@ -299,6 +576,12 @@ static PyMethodDef methods[] = {
     {"decrypt", py_decrypt, METH_VARARGS, "decrypt(c, Lc, p, q, hp, hq, qinv, out, Ln, Lh)"},
     {"crt", py_crt, METH_VARARGS, "crt(xp, Lp, xq, Lq, p2, q2, q2inv, out, L)"},
     {"check_range", py_check_range, METH_VARARGS, "check_range(a, L, n, Ln, nsq) -> first bad row or -1"},
+#ifdef HEFL_OU_KERNELS
+    {"fbt_prod", py_fbt_prod, METH_VARARGS, "fbt_prod(init, Li, t1, lev1, e1, Le1, t2, t2n, lev2, e2, Le2, neg, m, rk, out, L)"},
+    {"signed_mag", py_signed_mag, METH_VARARGS, "signed_mag(x, Lx, n, mag, Lm, neg, maxbits) -> first bad row or -1"},
+    {"ou_decrypt", py_ou_decrypt, METH_VARARGS, "ou_decrypt(c, Lc, p, Lp, p2, Lp2, t, Lt, gpinv, n, out, Ln)"},
+    {"mulmod_mpn", py_mulmod_mpn, METH_VARARGS, "mulmod_mpn(a, b, m, out, L)"},
+#endif
     {NULL, NULL, 0, NULL},
 };
 

@@ -1,6 +1,6 @@
 import pytest
 
-from hefl.he import mock, paillier
+from hefl.he import mock, ou, paillier
 
 
 @pytest.fixture(scope="session")
@@ -12,3 +12,9 @@ def pkit():
 @pytest.fixture(scope="session")
 def mkit():
     return mock.keygen(1024)
+
+
+@pytest.fixture(scope="session")
+def okit():
+    """A 1024-bit OU kit (explicit insecure opt-in: tests only)."""
+    return ou.keygen(1024, allow_insecure=True, backend="cpu", n_jobs=2)
