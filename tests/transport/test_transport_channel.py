@@ -1,0 +1,202 @@
+"""Channel rules (shared by every transport), exercised on the in-memory channel."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from hefl.errors import PeerLostError, ProtocolError, TimeoutError, TransportError
+from hefl.transport import MemoryHub, wire
+
+
+@pytest.fixture
+def pair():
+    hub = MemoryHub(["alice", "bob"], recv_timeout=5.0)
+    a, b = hub.channel("alice"), hub.channel("bob")
+    yield a, b
+    a.close()
+    b.close()
+
+
+def test_roundtrip_and_independence(pair):
+    a, b = pair
+    x = np.arange(10.0)
+    a.send("bob", "x", x)
+    x[:] = -1  # the receiver must not see this
+    got = b.recv("alice", "x")
+    assert np.array_equal(got, np.arange(10.0))
+    got[0] = 42  # received arrays are writable
+    assert a.peers == ["bob"] and b.self_name == "bob"
+
+
+def test_out_of_order_tags_are_buffered(pair):
+    a, b = pair
+    for i in range(5):
+        a.send("bob", f"m{i}", i)
+    assert [b.recv("alice", f"m{i}") for i in reversed(range(5))] == [4, 3, 2, 1, 0]
+
+
+def test_duplicate_send_refused(pair):
+    a, _ = pair
+    a.send("bob", "x", 1)
+    with pytest.raises(ProtocolError, match="already sent") as ei:
+        a.send("bob", "x", 2)
+    assert (ei.value.peer, ei.value.tag) == ("bob", "x")
+
+
+def test_duplicate_recv_refused(pair):
+    a, b = pair
+    a.send("bob", "x", 1)
+    assert b.recv("alice", "x") == 1
+    with pytest.raises(ProtocolError, match="already received"):
+        b.recv("alice", "x", timeout=0.1)
+
+
+def test_peer_sending_a_tag_twice_is_an_error(pair):
+    _, b = pair
+    header, frames, _ = wire.build_message("alice", "x", 1)
+    b._ingest("alice", header, [bytearray(f) for f in frames])
+    b._ingest("alice", header, [bytearray(f) for f in frames])
+    with pytest.raises(ProtocolError, match="twice") as ei:
+        b.recv("alice", "x", timeout=1)
+    assert ei.value.peer == "alice"
+
+
+def test_duplicate_after_consumed_is_an_error(pair):
+    _, b = pair
+    header, frames, _ = wire.build_message("alice", "x", 1)
+    b._ingest("alice", header, list(frames))
+    assert b.recv("alice", "x") == 1
+    b._ingest("alice", header, list(frames))
+    with pytest.raises(ProtocolError, match="twice"):
+        b.recv("alice", "y", timeout=1)
+
+
+def test_timeout_names_peer_tag_and_what_came_instead(pair):
+    a, b = pair
+    a.send("bob", "tree-2/hist", 1)
+    t = time.monotonic()
+    with pytest.raises(TimeoutError) as ei:
+        b.recv("alice", "tree-1/hist", timeout=0.2)
+    assert time.monotonic() - t < 2
+    e = ei.value
+    assert (e.peer, e.tag) == ("alice", "tree-1/hist")
+    assert "tree-2/hist" in str(e)
+    assert isinstance(e, TransportError)
+
+
+def test_closed_peer_fails_fast(pair):
+    a, b = pair
+    a.send("bob", "sent", 1)
+    a.close()
+    assert b.recv("alice", "sent") == 1  # buffered before the bye: still delivered
+    t = time.monotonic()
+    with pytest.raises(PeerLostError) as ei:
+        b.recv("alice", "never", timeout=30)
+    assert time.monotonic() - t < 1
+    assert (ei.value.peer, ei.value.tag) == ("alice", "never")
+
+
+def test_lost_peer_wakes_blocked_receiver():
+    hub = MemoryHub(["alice", "bob"], recv_timeout=30)
+    a, b = hub.channel("alice"), hub.channel("bob")
+    threading.Timer(0.2, hub.fail, args=("alice", "simulated crash")).start()
+    t = time.monotonic()
+    with pytest.raises(PeerLostError, match="simulated crash"):
+        b.recv("alice", "x")
+    assert time.monotonic() - t < 5
+    a.close()
+    b.close()
+
+
+def test_unknown_peer_and_bad_tag(pair):
+    a, _ = pair
+    with pytest.raises(ProtocolError, match="unknown peer"):
+        a.send("mallory", "x", 1)
+    with pytest.raises(ProtocolError, match="invalid tag"):
+        a.send("bob", "a//b", 1)
+    with pytest.raises(TypeError, match="cannot be sent"):
+        a.send("bob", "x", object())
+    a.send("bob", "x", 1)  # the failed attempts did not use up the tag
+
+
+def test_oversized_message_refused_both_ways():
+    hub = MemoryHub(["alice", "bob"], recv_timeout=2, max_message_bytes=1000)
+    a, b = hub.channel("alice"), hub.channel("bob")
+    with pytest.raises(ProtocolError, match="exceeds the limit"):
+        a.send("bob", "big", np.zeros(1000))
+    header, frames, _ = wire.build_message("alice", "big", np.zeros(1000))
+    b._ingest("alice", header, [bytearray(f) for f in frames])
+    with pytest.raises(ProtocolError, match="exceeds the limit") as ei:
+        b.recv("alice", "big")
+    assert (ei.value.peer, ei.value.tag) == ("alice", "big")
+
+
+def test_buffer_is_bounded():
+    hub = MemoryHub(["alice", "bob"], recv_timeout=2, max_buffered_messages=10)
+    a, b = hub.channel("alice"), hub.channel("bob")
+    for i in range(11):
+        a.send("bob", f"m{i}", i)
+    with pytest.raises(ProtocolError, match="nobody asked for"):
+        b.recv("alice", "other")
+
+
+def test_malformed_header_poisons_sender(pair):
+    _, b = pair
+    b._ingest("alice", b"\x80\x04not json", [])
+    with pytest.raises(ProtocolError, match="not valid") as ei:
+        b.recv("alice", "x", timeout=5)
+    assert (ei.value.peer, ei.value.tag) == ("alice", "x")
+
+
+def test_spoofed_sender_rejected(pair):
+    _, b = pair
+    header, frames, _ = wire.build_message("carol", "x", 1)
+    b._ingest("alice", header, list(frames))
+    with pytest.raises(ProtocolError, match="claiming"):
+        b.recv("alice", "x", timeout=5)
+
+
+def test_recv_many_any_order():
+    hub = MemoryHub(["a", "b", "c"], recv_timeout=5)
+    ca, cb, cc = (hub.channel(n) for n in "abc")
+    cc.send("a", "t", "from c")
+    threading.Timer(0.1, cb.send, args=("a", "t", "from b")).start()
+    assert ca.recv_many(["b", "c"], "t") == {"b": "from b", "c": "from c"}
+    cb.multicast(["a", "c"], "u", np.arange(3))
+    assert np.array_equal(cc.recv("b", "u"), np.arange(3))
+
+
+def test_closed_channel_refuses(pair):
+    a, _ = pair
+    a.close()
+    with pytest.raises(TransportError, match="closed"):
+        a.send("bob", "x", 1)
+    a.close()  # idempotent
+
+
+def test_close_wakes_own_blocked_receiver():
+    hub = MemoryHub(["alice", "bob"], recv_timeout=30)
+    a, _b = hub.channel("alice"), hub.channel("bob")
+    threading.Timer(0.2, a.close).start()
+    with pytest.raises(TransportError, match="closed"):
+        a.recv("bob", "x")
+
+
+def test_cipher_payload_needs_registered_kit(pair):
+    _, b = pair
+    header, _ = (json.dumps({"v": 1, "src": "alice", "kind": "msg", "tag": "ct",
+                             "body": {"k": "cipher", "f": [0],
+                                      "meta": {"fingerprint": "0" * 32}},
+                             "sizes": [8]}).encode(), None)
+    b._ingest("alice", header, [bytearray(8)])
+    with pytest.raises(ProtocolError, match="not registered") as ei:
+        b.recv("alice", "ct")
+    assert (ei.value.peer, ei.value.tag) == ("alice", "ct")
+
+
+
