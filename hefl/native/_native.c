@@ -270,21 +270,37 @@ done:
     return res;
 }
 
-/* check_range(a, L, n, nsq): index of the first row not in [1, n^2) or not coprime to n, else -1 */
+/*
+ * check_range(a, L, n, Ln, top): index of the first row not in [1, top) or not coprime
+ * to n, else -1.  Coprimality is checked for the whole batch with one gcd: the product
+ * of the rows mod n shares a factor with n exactly when some row does; only then are
+ * rows checked one by one to name the first bad one.
+ */
 static PyObject *py_check_range(PyObject *self, PyObject *args) {
     Py_buffer a, nb, nsb; Py_ssize_t L, Ln;
     if (!PyArg_ParseTuple(args, "y*ny*ny*", &a, &L, &nb, &Ln, &nsb)) return NULL;
     Py_ssize_t N = a.len / (8 * L), bad = -1;
     Py_BEGIN_ALLOW_THREADS
-    mpz_t x, g, n, nsq; mpz_inits(x, g, n, nsq, NULL);
-    load(n, (const uint64_t *)nb.buf, Ln); load(nsq, (const uint64_t *)nsb.buf, L);
+    mpz_t x, g, n, top, prod; mpz_inits(x, g, n, top, prod, NULL);
+    load(n, (const uint64_t *)nb.buf, Ln); load(top, (const uint64_t *)nsb.buf, L);
+    mpz_set_ui(prod, 1);
     for (Py_ssize_t i = 0; i < N; i++) {
         load(x, (const uint64_t *)a.buf + i * L, L);
-        if (mpz_sgn(x) <= 0 || mpz_cmp(x, nsq) >= 0) { bad = i; break; }
-        mpz_gcd(g, x, n);
-        if (mpz_cmp_ui(g, 1) != 0) { bad = i; break; }
+        if (mpz_sgn(x) <= 0 || mpz_cmp(x, top) >= 0) { bad = i; break; }
+        mpz_mod(x, x, n);
+        mpz_mul(prod, prod, x); mpz_mod(prod, prod, n);
     }
-    mpz_clears(x, g, n, nsq, NULL);
+    if (bad < 0 && N > 0) {
+        mpz_gcd(g, prod, n);
+        if (mpz_cmp_ui(g, 1) != 0) {
+            for (Py_ssize_t i = 0; i < N; i++) {
+                load(x, (const uint64_t *)a.buf + i * L, L);
+                mpz_gcd(g, x, n);
+                if (mpz_cmp_ui(g, 1) != 0) { bad = i; break; }
+            }
+        }
+    }
+    mpz_clears(x, g, n, top, prod, NULL);
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&a); PyBuffer_Release(&nb); PyBuffer_Release(&nsb);
     return PyLong_FromSsize_t(bad);
