@@ -459,6 +459,9 @@ class PassiveParty:
         if self.kit.scheme not in ("paillier", "ou", "mock"):
             raise ProtocolError(f"SecureBoost needs an additive scheme, got {self.kit.scheme!r}",
                                 peer=self.active, tag="setup")
+        if self.kit.scheme == "mock" and not self.allow_insecure:
+            raise ProtocolError("the active party sent a mock kit: gradients would travel in the clear "
+                                "(allowed only with allow_insecure=True, for tests)", peer=self.active, tag="setup")
         backend = getattr(self.kit, "backend", None)
         if self.n_jobs is not None and backend is not None:
             backend.n_jobs = max(1, int(self.n_jobs))

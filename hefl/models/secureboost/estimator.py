@@ -27,7 +27,8 @@ from hefl.models._parties import TRANSPORTS, resolve_parties
 from ._federated import ActiveParty, BoostParams, PassiveParty, predict_active, predict_passive
 from ._objective import get_objective
 
-__all__ = ["SecureBoostClassifier", "SecureBoostRegressor", "make_kit", "save_party_model", "load_party_model"]
+__all__ = ["SecureBoostClassifier", "SecureBoostRegressor", "make_kit", "save_party_model", "load_party_model",
+           "strict_json_model"]
 
 HE_SCHEMES = ("paillier", "ou", "mock")
 
@@ -75,7 +76,7 @@ def _json_default(o: Any):
     raise TypeError(f"not JSON-serialisable: {type(o).__name__}")
 
 
-def _strict(model: dict) -> dict:
+def strict_json_model(model: dict) -> dict:
     """Make passive thresholds strict JSON (±inf as strings)."""
     if model.get("kind") == "SecureBoostPassive":
         for s in model["splits"]:
@@ -159,8 +160,9 @@ class _SecureBoostBase(BaseEstimator):
         self.parties_ = {p: spec.columns[p].tolist() for p in members}
         params = self._boost_params(objective, n_classes)
         active = spec.active
-        he, key_size, backend, n_jobs, insecure = self.he, int(self.key_size), self.backend, self.n_jobs, \
-            bool(self.allow_insecure)
+        he, key_size, backend, n_jobs = self.he, int(self.key_size), self.backend, self.n_jobs
+        # choosing he="mock" in the façade is the explicit opt-in to plaintext "ciphertexts"
+        insecure = bool(self.allow_insecure) or he == "mock"
         Xa = spec.block(X, active)
 
         def run_active(ctx):
@@ -173,7 +175,7 @@ class _SecureBoostBase(BaseEstimator):
             fns[p] = (lambda Xp_: lambda ctx: PassiveParty(ctx, Xp_, active, n_jobs=n_jobs, allow_insecure=insecure,
                                                              backend=backend).serve())(Xp)
         results = self._run(fns)
-        self.models_ = {name: _strict(results[name]) for name in members}
+        self.models_ = {name: strict_json_model(results[name]) for name in members}
         am = self.models_[active]
         self.n_estimators_ = len(am["trees"])
         self.best_iteration_ = am["best_iteration"]

@@ -121,7 +121,7 @@ def test_messages_leak_no_labels_gradients_features_or_thresholds():
         return ActiveParty(_Recorder(ctx, got["guest"]), X[:, :3], y, params, mock.keygen(1024), ["host"]).fit()
 
     def passive(ctx):
-        return PassiveParty(_Recorder(ctx, got["host"]), X[:, 3:], "guest").serve()
+        return PassiveParty(_Recorder(ctx, got["host"]), X[:, 3:], "guest", allow_insecure=True).serve()
 
     res = run_threads({"guest": active, "host": passive})
     assert got["host"] and got["guest"]

@@ -1,0 +1,93 @@
+"""Reading one party's table: IDs as written, numeric features, the label (active party only)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from hefl.errors import DataError
+
+from .config import data_format
+
+__all__ = ["PartyTable", "read_table"]
+
+
+@dataclass
+class PartyTable:
+    """A party's rows: IDs (strings), feature matrix, feature names, label (or ``None``)."""
+
+    ids: np.ndarray            # object array of str
+    X: np.ndarray              # float64 (n_rows, n_features), NaN = missing
+    columns: list[str]
+    y: pd.Series | None
+    path: Path
+
+    def take(self, rows: np.ndarray) -> PartyTable:
+        rows = np.asarray(rows, dtype=np.int64)
+        return PartyTable(self.ids[rows], self.X[rows], self.columns,
+                          None if self.y is None else self.y.iloc[rows].reset_index(drop=True), self.path)
+
+    def __len__(self) -> int:
+        return int(self.ids.shape[0])
+
+
+def read_table(path: Path, fmt: str, sep: str, id_column: str, label_column: str | None,
+               columns: list[str] | None) -> PartyTable:
+    """Read a CSV or Parquet file.
+
+    The ID column is kept exactly as written (text: leading zeros, ``NA`` … are IDs too);
+    features must be numeric (empty cells are missing values); the label must be present
+    in every row.
+
+    Raises
+    ------
+    DataError
+        Empty or repeated IDs are left to PSI; here: empty IDs, non-numeric features,
+        missing labels, no rows.
+    """
+    kind = data_format(path, fmt)
+    try:
+        if kind == "parquet":
+            frame = pd.read_parquet(path)
+            raw_ids = frame[id_column].astype(str)
+            if frame[id_column].isna().any():
+                raise DataError(f"{path.name}: missing ID in column {id_column!r}")
+        else:
+            frame = pd.read_csv(path, sep=sep, dtype={id_column: str})
+            raw_ids = pd.read_csv(path, sep=sep, usecols=[id_column], dtype=str, keep_default_na=False,
+                                  na_values=[])[id_column]
+    except (OSError, ValueError, KeyError) as exc:
+        if isinstance(exc, DataError):
+            raise
+        raise DataError(f"cannot read {path}: {type(exc).__name__}: {exc}") from None
+    if len(frame) == 0:
+        raise DataError(f"{path.name} has no rows")
+    empty = (raw_ids == "").to_numpy().nonzero()[0]
+    if empty.size:
+        raise DataError(f"{path.name}: empty ID in column {id_column!r} at data row {int(empty[0]) + 1} "
+                        f"({empty.size} empty in all)")
+    frame.columns = [str(c) for c in frame.columns]
+    if columns is None:
+        columns = [c for c in frame.columns if c not in (id_column, label_column)]
+    if not columns:
+        raise DataError(f"{path.name} has no feature columns besides {id_column!r}"
+                        + (f" and {label_column!r}" if label_column else ""))
+    feats = frame[columns]
+    bad = [c for c in columns if not (pd.api.types.is_numeric_dtype(feats[c]) or pd.api.types.is_bool_dtype(feats[c]))]
+    if bad:
+        examples = {c: feats[c].dropna().astype(str).iloc[0] for c in bad[:3] if feats[c].notna().any()}
+        raise DataError(f"{path.name}: feature column(s) {bad[:10]} are not numeric (e.g. {examples}); "
+                        "encode them as numbers or leave them out with data.columns")
+    X = feats.to_numpy(dtype=np.float64, na_value=np.nan)
+    if np.isinf(X).any():
+        c = columns[int(np.argwhere(np.isinf(X))[0][1])]
+        raise DataError(f"{path.name}: infinite value in feature column {c!r}")
+    y = None
+    if label_column is not None:
+        y = frame[label_column].reset_index(drop=True)
+        if y.isna().any():
+            raise DataError(f"{path.name}: the label {label_column!r} is missing in {int(y.isna().sum())} row(s)")
+    return PartyTable(np.asarray(raw_ids.to_numpy(), dtype=object), X, list(columns), y, path)

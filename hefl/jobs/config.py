@@ -1,0 +1,918 @@
+"""The job YAML: schema (pydantic), loading, and every check that can run before a process starts.
+
+Loading is two passes over the file:
+
+1. **structure** — :class:`JobConfig` (pydantic, unknown keys rejected) checks names,
+   types and ranges;
+2. **meaning** — :func:`check_job` checks what one key says about another (one active
+   party, labels only on the active party, step order, addresses, CURVE keys, model
+   parameters) and then the files: data files exist and have the named columns, the
+   label fits the task, key files are readable.
+
+Every problem is collected (not just the first) and reported as
+``FILE:LINE: dotted.yaml.path: what is wrong``, so a user can fix them all in one go.
+Relative paths in the job are relative to the directory of the YAML file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import typing
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from hefl.errors import ConfigError
+
+__all__ = [
+    "DEFAULT_METRICS",
+    "METRICS",
+    "STEP_KINDS",
+    "DataSpec",
+    "EvaluateStep",
+    "HESpec",
+    "HeteroLRParams",
+    "Job",
+    "JobConfig",
+    "JobConfigError",
+    "PartySpec",
+    "PredictDataSpec",
+    "PredictStep",
+    "PsiStep",
+    "SecureBoostParams",
+    "Timeouts",
+    "TrainStep",
+    "load_job",
+]
+
+STEP_KINDS = ("psi", "train", "evaluate", "predict")
+MODELS = ("secureboost", "hetero_lr")
+TASKS = ("binary", "multiclass", "regression")
+
+#: metric name -> tasks it applies to
+METRICS: dict[str, tuple[str, ...]] = {
+    "auc": ("binary", "multiclass"),
+    "ks": ("binary",),
+    "accuracy": ("binary", "multiclass"),
+    "logloss": ("binary", "multiclass"),
+    "precision": ("binary",),
+    "recall": ("binary",),
+    "f1": ("binary",),
+    "rmse": ("regression",),
+    "mae": ("regression",),
+    "r2": ("regression",),
+}
+DEFAULT_METRICS = {
+    "binary": ["auc", "ks", "accuracy", "logloss"],
+    "multiclass": ["accuracy", "logloss"],
+    "regression": ["rmse", "mae", "r2"],
+}
+#: a numeric label with at most this many distinct integer values counts as classes (task: auto)
+MAX_AUTO_CLASSES = 20
+
+_ADDRESS_RE = re.compile(r"tcp://(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.\-]+):(?P<port>[0-9]{1,5})\Z")
+_BIND_RE = re.compile(r"tcp://(?P<host>\*|\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.\-]+):(?P<port>[0-9]{1,5})\Z")
+
+
+# ================================================================================= schema
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class DataSpec(_Strict):
+    """A party's training data: one CSV or Parquet file."""
+
+    path: str = Field(description="CSV or Parquet file (relative to the YAML file)")
+    format: Literal["auto", "csv", "parquet"] = "auto"
+    id_column: str = Field(description="column holding the row IDs (matched by PSI)")
+    label_column: str | None = Field(None, description="the label (active party only)")
+    columns: list[str] | None = Field(None, description="feature columns (default: all but ID and label)")
+    sep: str = Field(",", min_length=1, description="CSV field separator")
+
+
+class PredictDataSpec(_Strict):
+    """A party's rows to predict; unset keys are taken from its training ``data``."""
+
+    path: str
+    format: Literal["auto", "csv", "parquet"] = "auto"
+    id_column: str | None = None
+    label_column: str | None = None
+    columns: list[str] | None = None
+    sep: str | None = None
+
+
+class PartySpec(_Strict):
+    """One party of the job."""
+
+    role: Literal["active", "passive", "arbiter"]
+    address: str | None = Field(None, description="tcp://HOST:PORT its peers connect to (multi-host runs)")
+    bind: str | None = Field(None, description="local bind address when it differs, e.g. tcp://0.0.0.0:7001")
+    curve_public_key: str | None = Field(None, description="this party's CurveZMQ public key file")
+    curve_secret_key: str | None = Field(None, description="its secret key file (read only on its own host)")
+    data: DataSpec | None = None
+
+
+class HESpec(_Strict):
+    """Homomorphic encryption settings (the active party generates the key)."""
+
+    scheme: Literal["paillier", "ou", "ckks", "mock"] = "paillier"
+    key_size: int = Field(2048, ge=256, le=8192)
+    backend: Literal["auto", "cpu", "gpu"] = "auto"
+    n_jobs: int | None = Field(None, description="CPU threads per party for HE batches (default: all cores)")
+    allow_insecure: bool = Field(False, description="allow mock HE or keys below 2048 bits (tests only)")
+
+
+class PsiStep(_Strict):
+    """Align the parties' rows by ID with ECDH-PSI."""
+
+    duplicates: Literal["raise", "drop"] = "raise"
+    leader: str | None = None
+    n_jobs: int = Field(1, ge=-1)
+    batch_size: int = Field(4096, ge=1, le=1 << 20)
+
+
+class TrainStep(_Strict):
+    """Train a model; ``params`` are checked against the model's own parameter list."""
+
+    model: Literal["secureboost", "hetero_lr"]
+    task: Literal["auto", "binary", "multiclass", "regression"] = "auto"
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class EvaluateStep(_Strict):
+    """Score the model on rows held out of training (and on the training rows)."""
+
+    metrics: list[str] | None = None
+    test_size: float = Field(0.2, ge=0.0, lt=1.0)
+    stratify: bool = True
+    threshold: float = Field(0.5, gt=0.0, lt=1.0)
+
+
+class PredictStep(_Strict):
+    """Predict the rows of a second file per party; the active party writes ``predictions.csv``."""
+
+    data: dict[str, PredictDataSpec]
+    psi: bool | None = Field(None, description="align the files with PSI (default: when the job has a psi step)")
+    threshold: float = Field(0.5, gt=0.0, lt=1.0)
+
+
+class StepItem(_Strict):
+    """One entry of ``steps``: a mapping with exactly one of the step kinds as key."""
+
+    psi: PsiStep | None = None
+    train: TrainStep | None = None
+    evaluate: EvaluateStep | None = None
+    predict: PredictStep | None = None
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in STEP_KINDS if getattr(self, k) is not None)
+
+    @property
+    def spec(self) -> Any:
+        return getattr(self, self.kind)
+
+
+class Timeouts(_Strict):
+    """Seconds."""
+
+    connect: float = Field(300.0, gt=0, description="waiting for all peers to come up")
+    recv: float = Field(600.0, gt=0, description="waiting for any one message")
+    job: float = Field(86400.0, gt=0, description="the whole run (embedded mode)")
+    heartbeat: float = Field(10.0, gt=0, description="silence after which a peer counts as lost")
+
+
+class JobConfig(_Strict):
+    """The whole job file."""
+
+    name: str | None = None
+    description: str | None = None
+    seed: int = 0
+    parties: dict[str, PartySpec] = Field(default_factory=dict)
+    he: HESpec = Field(default_factory=lambda: HESpec.model_validate({}))
+    steps: list[StepItem] = Field(default_factory=list)
+    output: str = "output"
+    timeouts: Timeouts = Field(default_factory=lambda: Timeouts.model_validate({}))
+
+
+# ---------------------------------------------------------------- model parameters
+
+
+class SecureBoostParams(_Strict):
+    """``train.params`` of ``model: secureboost`` (XGBoost names)."""
+
+    n_estimators: int = Field(100, ge=1, le=100000)
+    learning_rate: float = Field(0.3, gt=0)
+    max_depth: int = Field(6, ge=0, le=64)
+    max_leaves: int = Field(0, ge=0)
+    grow_policy: Literal["depthwise", "lossguide"] = "depthwise"
+    max_bin: int = Field(32, ge=2, le=65535)
+    reg_lambda: float = Field(1.0, ge=0)
+    gamma: float = Field(0.0, ge=0)
+    min_child_weight: float = Field(1.0, ge=0)
+    subsample: float = Field(1.0, gt=0, le=1)
+    colsample_bytree: float = Field(1.0, gt=0, le=1)
+    early_stopping_rounds: int | None = Field(None, ge=1)
+    validation_fraction: float = Field(0.1, gt=0, lt=1)
+    base_score: float | None = None
+    random_state: int | None = Field(None, description="default: the job's seed")
+
+
+class HeteroLRParams(_Strict):
+    """``train.params`` of ``model: hetero_lr`` (the protocol follows from the parties: with an
+    arbiter party the arbiter protocol, else the two-party one)."""
+
+    max_iter: int = Field(100, ge=1)
+    batch_size: int = Field(1024, ge=1)
+    learning_rate: float = Field(0.1, gt=0)
+    alpha: float = Field(1e-4, ge=0, description="penalty strength")
+    penalty: Literal["l2", "l1"] | None = "l2"
+    fit_intercept: bool = True
+    tol: float | None = Field(1e-4, ge=0)
+    optimizer: Literal["sgd", "momentum", "nesterov", "adagrad", "adam"] = "nesterov"
+    momentum: float = Field(0.9, ge=0, lt=1)
+    taylor: Literal["anchored", "zero"] = "anchored"
+    random_state: int | None = Field(None, description="default: the job's seed")
+
+
+MODEL_PARAMS: dict[str, type[BaseModel]] = {"secureboost": SecureBoostParams, "hetero_lr": HeteroLRParams}
+
+
+# ================================================================================= errors
+
+
+class JobConfigError(ConfigError):
+    """One or more problems in a job file; ``problems`` lists ``(location, message)``."""
+
+    def __init__(self, source: str, problems: list[tuple[str, str]]):
+        self.source = source
+        self.problems = problems
+        lines = [self.format(where, msg) for where, msg in problems]
+        if len(lines) == 1:
+            text = lines[0]
+        else:
+            text = "\n".join([f"{source}: {len(problems)} problems"] + [f"  {x}" for x in lines])
+        super().__init__(text)
+
+    def format(self, where: str, msg: str) -> str:
+        if not where:
+            return f"{self.source}: {msg}"
+        if where[0].isdigit():
+            return f"{self.source}:{where}: {msg}"
+        return f"{self.source}: {where}: {msg}"
+
+    def __reduce__(self):  # keep both arguments through pickling (run_local reports)
+        return (type(self), (self.source, self.problems))
+
+
+Loc = tuple[Any, ...]
+
+
+class _Problems:
+    """Collects problems with their YAML location (dotted path + line number)."""
+
+    def __init__(self, lines: dict[Loc, int]):
+        self.lines = lines
+        self.items: list[tuple[str, str]] = []
+
+    def add(self, loc: Iterable[Any], message: str) -> None:
+        loc = tuple(loc)
+        where = _dotted(loc)
+        line = self._line(loc)
+        prefix = (f"{line}: " if line else "") + where if (line or where) else ""
+        self.items.append((prefix.rstrip(": "), message))
+
+    def _line(self, loc: Loc) -> int | None:
+        while True:
+            if loc in self.lines:
+                return self.lines[loc]
+            if not loc:
+                return None
+            loc = loc[:-1]
+
+
+def _dotted(loc: Loc) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+# ================================================================================= YAML
+
+
+def _compose(text: str, source: str) -> tuple[Any, dict[Loc, int]]:
+    """Parse YAML, rejecting duplicate keys; ``(data, {path: line})``."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise JobConfigError(source + where, [("", f"not valid YAML: {problem}")]) from None
+    if node is None:
+        raise JobConfigError(source, [("", "the job file is empty")])
+    lines: dict[Loc, int] = {}
+    dups: list[tuple[str, str]] = []
+
+    def walk(n: yaml.Node, loc: Loc) -> None:
+        if isinstance(n, yaml.MappingNode):
+            seen: set[Any] = set()
+            for k, v in n.value:
+                key = k.value if isinstance(k, yaml.ScalarNode) else None
+                if key in seen:
+                    dups.append((f"{k.start_mark.line + 1}: {_dotted(loc + (key,))}",
+                                 f"key {key!r} given twice"))
+                seen.add(key)
+                lines[loc + (key,)] = k.start_mark.line + 1
+                walk(v, loc + (key,))
+        elif isinstance(n, yaml.SequenceNode):
+            for i, v in enumerate(n.value):
+                lines[loc + (i,)] = v.start_mark.line + 1
+                walk(v, loc + (i,))
+
+    walk(node, ())
+    if dups:
+        raise JobConfigError(source, dups)
+    data = yaml.safe_load(text)
+    return data, lines
+
+
+# ================================================================================= resolved job
+
+
+@dataclass
+class Job:
+    """A checked job: the config, with paths made absolute and the task resolved."""
+
+    config: JobConfig
+    path: Path
+    base_dir: Path
+    output: Path
+    task: str | None  # None: not known here (active party's data not on this host)
+    lines: dict[Loc, int] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.config.name or self.path.stem
+
+    @property
+    def parties(self) -> dict[str, PartySpec]:
+        return self.config.parties
+
+    @property
+    def active(self) -> str:
+        return next(n for n, p in self.config.parties.items() if p.role == "active")
+
+    @property
+    def passive(self) -> list[str]:
+        return [n for n, p in self.config.parties.items() if p.role == "passive"]
+
+    @property
+    def arbiter(self) -> str | None:
+        return next((n for n, p in self.config.parties.items() if p.role == "arbiter"), None)
+
+    @property
+    def data_parties(self) -> list[str]:
+        return [self.active] + self.passive
+
+    def step(self, kind: str) -> Any:
+        for s in self.config.steps:
+            if s.kind == kind:
+                return s.spec
+        return None
+
+    @property
+    def step_kinds(self) -> list[str]:
+        return [s.kind for s in self.config.steps]
+
+    @property
+    def train(self) -> TrainStep:
+        return self.step("train")
+
+    def model_params(self) -> BaseModel:
+        t = self.train
+        return MODEL_PARAMS[t.model].model_validate(t.params)
+
+    def resolve(self, p: str) -> Path:
+        q = Path(os.path.expanduser(p))
+        return Path(os.path.normpath(q if q.is_absolute() else (self.base_dir / q)))
+
+    def curve_enabled(self) -> bool:
+        return any(p.curve_public_key for p in self.config.parties.values())
+
+    def addresses(self) -> dict[str, str]:
+        return {n: p.address for n, p in self.config.parties.items() if p.address}
+
+
+def load_job(path: str | os.PathLike, *, party: str | None = None, check_files: bool = True,
+             output: str | os.PathLike | None = None) -> Job:
+    """Read and check a job file.
+
+    Parameters
+    ----------
+    path : path
+        The YAML file.
+    party : str, optional
+        Check the job from this party's point of view (``hefl run --party``): only its own
+        data and key files must exist here, and every party needs an address.
+    check_files : bool
+        Also open the data and key files (headers, label values).
+    output : path, optional
+        Overrides the job's ``output`` directory.
+
+    Raises
+    ------
+    JobConfigError
+        Every problem found, each with its YAML path and line.
+    """
+    p = Path(path)
+    source = os.fspath(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise JobConfigError(source, [("", "no such job file")]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise JobConfigError(source, [("", f"cannot read the job file: {exc}")]) from None
+    data, lines = _compose(text, source)
+    if not isinstance(data, dict):
+        what = type(data).__name__
+        raise JobConfigError(source, [("", f"a job file is a mapping (parties:, steps: …), not a {what}")])
+    problems = _Problems(lines)
+    try:
+        config = JobConfig.model_validate(data)
+    except ValidationError as exc:
+        for err in exc.errors():
+            _pydantic_problem(problems, err)
+        raise JobConfigError(source, problems.items) from None
+    base = p.resolve().parent
+    job = Job(config=config, path=p.resolve(), base_dir=base, output=Path(), task=None, lines=lines)
+    job.output = Path(output).resolve() if output is not None else job.resolve(config.output)
+    check_job(job, problems, party=party, check_files=check_files)
+    if problems.items:
+        raise JobConfigError(source, problems.items)
+    return job
+
+
+def _pydantic_problem(problems: _Problems, err: Any) -> None:
+    loc = tuple(err.get("loc", ()))
+    typ = err.get("type", "")
+    if typ == "extra_forbidden":
+        allowed = _fields_at(loc[:-1])
+        hint = f" (allowed here: {', '.join(allowed)})" if allowed else ""
+        if len(loc) == 3 and loc[0] == "steps" and isinstance(loc[1], int):
+            hint = f" (a step is one of: {', '.join(STEP_KINDS)})"
+        problems.add(loc, f"unknown key {loc[-1]!r}{hint}")
+    elif typ == "missing":
+        problems.add(loc, f"missing required key {loc[-1]!r}")
+    else:
+        msg = err.get("msg", "invalid value")
+        given = err.get("input")
+        if typ in ("model_type", "dict_type", "list_type") and given is None:
+            msg = f"{msg} (the key is empty)"
+            problems.add(loc, msg)
+            return
+        if not isinstance(given, (dict, list)):
+            msg = f"{msg}, got {given!r}"
+        problems.add(loc, msg)
+
+
+def _fields_at(loc: Loc) -> list[str]:
+    """Allowed keys of the schema model at ``loc`` (for 'unknown key' messages)."""
+    tp: Any = JobConfig
+    for part in loc:
+        tp = _unwrap(tp)
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            f = tp.model_fields.get(str(part))
+            if f is None:
+                return []
+            tp = f.annotation
+        elif typing.get_origin(tp) in (dict, list):
+            tp = typing.get_args(tp)[-1]
+        else:
+            return []
+    tp = _unwrap(tp)
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        return list(tp.model_fields)
+    return []
+
+
+def _unwrap(tp: Any) -> Any:
+    """``X | None`` -> ``X``."""
+    args = typing.get_args(tp)
+    if args and type(None) in args:
+        rest = [a for a in args if a is not type(None)]
+        if len(rest) == 1:
+            return rest[0]
+    return tp
+
+
+# ================================================================================= meaning
+
+
+def _check_address(problems: _Problems, loc: Loc, value: str, bind: bool = False) -> tuple[str, int] | None:
+    m = (_BIND_RE if bind else _ADDRESS_RE).match(value)
+    if not m:
+        example = "tcp://0.0.0.0:7001" if bind else "tcp://10.0.0.5:7001"
+        problems.add(loc, f"{value!r} is not a tcp://HOST:PORT address (e.g. {example})")
+        return None
+    port = int(m.group("port"))
+    if not 1 <= port <= 65535:
+        problems.add(loc, f"port {port} out of range 1-65535 in {value!r}")
+        return None
+    return m.group("host"), port
+
+
+def check_job(job: Job, problems: _Problems, *, party: str | None = None, check_files: bool = True) -> None:
+    """Cross-key and file checks (see the module docstring); adds to ``problems``."""
+    from hefl.transport import wire
+
+    cfg = job.config
+    parties = cfg.parties
+    # ---- parties
+    if party is not None and party not in parties:
+        problems.add(("parties",), f"--party {party!r} is not a party of this job "
+                                   f"(parties: {', '.join(parties) or 'none'})")
+        party = None
+    for name in parties:
+        try:
+            wire.validate_name(name)
+        except ValueError as exc:
+            problems.add(("parties", name), str(exc))
+    if not parties:
+        problems.add(("parties",), "no parties: name at least an active and a passive party")
+    actives = [n for n, p in parties.items() if p.role == "active"]
+    passives = [n for n, p in parties.items() if p.role == "passive"]
+    arbiters = [n for n, p in parties.items() if p.role == "arbiter"]
+    if len(actives) == 0:
+        problems.add(("parties",), "no active party: exactly one party needs role: active (it holds the label)")
+    elif len(actives) > 1:
+        problems.add(("parties", actives[1], "role"),
+                     f"{len(actives)} active parties ({', '.join(actives)}); exactly one party holds the label")
+    if not passives:
+        problems.add(("parties",), "no passive party: a vertical job needs at least one role: passive party")
+    if len(arbiters) > 1:
+        problems.add(("parties", arbiters[1], "role"), f"at most one arbiter, got {', '.join(arbiters)}")
+    train = next((s.train for s in cfg.steps if s.train is not None), None)
+    if arbiters and train is not None and train.model != "hetero_lr":
+        problems.add(("parties", arbiters[0], "role"),
+                     f"model {train.model!r} has no arbiter role (only hetero_lr uses one)")
+
+    for name, p in parties.items():
+        loc: Loc = ("parties", name)
+        if p.role in ("active", "passive") and p.data is None:
+            problems.add(loc, f"missing required key 'data' ({'an' if p.role == 'active' else 'a'} {p.role} "
+                                  "party trains on its own data)")
+        if p.role == "arbiter" and p.data is not None:
+            problems.add(loc + ("data",), "an arbiter holds no data; remove this key")
+        if p.data is not None:
+            if p.role == "passive" and p.data.label_column is not None:
+                problems.add(loc + ("data", "label_column"),
+                             f"a passive party holds no label; remove label_column "
+                             f"(only the active party{' ' + repr(actives[0]) if actives else ''} has the label)")
+            if p.role == "active" and p.data.label_column is None and name == actives[0]:
+                problems.add(loc + ("data",), "missing required key 'label_column' (the active party holds the label)")
+            d = p.data
+            if d.label_column is not None and d.label_column == d.id_column:
+                problems.add(loc + ("data", "label_column"), "the label column cannot be the ID column")
+            if d.columns is not None:
+                if not d.columns:
+                    problems.add(loc + ("data", "columns"), "an empty column list: omit the key to use all columns")
+                dup = sorted({c for c in d.columns if d.columns.count(c) > 1})
+                if dup:
+                    problems.add(loc + ("data", "columns"), f"columns listed twice: {dup}")
+                for c in (d.id_column, d.label_column):
+                    if c is not None and c in d.columns:
+                        problems.add(loc + ("data", "columns"),
+                                     f"{c!r} is the ID or label column, not a feature")
+
+    # addresses
+    seen_addr: dict[tuple[str, int], str] = {}
+    for name, p in parties.items():
+        if p.address is not None:
+            hp = _check_address(problems, ("parties", name, "address"), p.address)
+            if hp is not None:
+                if hp in seen_addr:
+                    problems.add(("parties", name, "address"),
+                                 f"{p.address!r} is also the address of {seen_addr[hp]!r}")
+                seen_addr.setdefault(hp, name)
+        if p.bind is not None:
+            _check_address(problems, ("parties", name, "bind"), p.bind, bind=True)
+    if party is not None:
+        missing = [n for n, p in parties.items() if not p.address]
+        if missing:
+            for n in missing:
+                problems.add(("parties", n), "missing 'address': a --party run connects to every party "
+                                             "at its tcp://HOST:PORT")
+
+    # CURVE keys
+    with_pub = [n for n, p in parties.items() if p.curve_public_key]
+    if with_pub and len(with_pub) != len(parties):
+        for n, p in parties.items():
+            if not p.curve_public_key:
+                problems.add(("parties", n), "missing 'curve_public_key': when one party has a CURVE key, "
+                                             "every party needs one (hefl keygen)")
+    for n, p in parties.items():
+        if p.curve_secret_key and not p.curve_public_key:
+            problems.add(("parties", n, "curve_secret_key"), "curve_secret_key without curve_public_key")
+
+    # ---- HE
+    he = cfg.he
+    if he.scheme == "mock" and not he.allow_insecure:
+        problems.add(("he", "scheme"), "scheme 'mock' sends values in the clear; set he.allow_insecure: true "
+                                       "to use it (tests only)")
+    if train is not None and train.model == "secureboost" and he.scheme == "ckks":
+        problems.add(("he", "scheme"), "secureboost needs an additive scheme with exact sums "
+                                       "(paillier, ou or mock), not ckks")
+    if train is not None and train.model == "hetero_lr" and he.scheme == "ou":
+        problems.add(("he", "scheme"), "hetero_lr runs on paillier, ckks or mock, not ou")
+    if he.scheme in ("paillier", "ou") and he.key_size < 2048 and not he.allow_insecure:
+        problems.add(("he", "key_size"), f"key_size {he.key_size} is below 2048 bits; set "
+                                         "he.allow_insecure: true to allow it (tests only)")
+    if he.n_jobs is not None and he.n_jobs < 1:
+        problems.add(("he", "n_jobs"), f"n_jobs must be ≥ 1 (or omitted for all cores), got {he.n_jobs}")
+
+    # ---- steps
+    kinds = [s.kind if _one_kind(s) else None for s in cfg.steps]
+    for i, s in enumerate(cfg.steps):
+        set_ = [k for k in STEP_KINDS if getattr(s, k) is not None]
+        if len(set_) != 1:
+            problems.add(("steps", i), "each step is a mapping with exactly one of "
+                                       f"{', '.join(STEP_KINDS)}, got {set_ or 'none'}")
+    if not cfg.steps:
+        problems.add(("steps",), "no steps: give at least a train step "
+                                 "(e.g. steps: [{psi: {}}, {train: {model: secureboost}}])")
+    first: dict[str, int] = {}
+    for i, k in enumerate(kinds):
+        if k is None:
+            continue
+        if k in first:
+            problems.add(("steps", i, k), f"a second {k} step (steps[{first[k]}] is one); each step runs once")
+        first.setdefault(k, i)
+    if "train" not in first and cfg.steps:
+        problems.add(("steps",), "no train step: evaluate and predict need a model trained in this job")
+    if "psi" in first and "train" in first and first["psi"] > first["train"]:
+        problems.add(("steps", first["psi"], "psi"), "psi must come before train")
+    for k in ("evaluate", "predict"):
+        if k in first and "train" in first and first[k] < first["train"]:
+            problems.add(("steps", first[k], k), f"{k} must come after train")
+
+    if train is not None and "train" in first:
+        i = first["train"]
+        cls = MODEL_PARAMS[train.model]
+        try:
+            cls.model_validate(train.params)
+        except ValidationError as exc:
+            for detail in exc.errors():
+                err: dict[str, Any] = dict(detail)
+                err["loc"] = ("steps", i, "train", "params", *tuple(err.get("loc", ())))
+                if err.get("type") == "extra_forbidden":
+                    key = err["loc"][-1]
+                    problems.add(err["loc"], f"unknown {train.model} parameter {key!r} "
+                                             f"(allowed: {', '.join(cls.model_fields)})")
+                else:
+                    _pydantic_problem(problems, err)
+    psi_step = job.step("psi") if "psi" in first else None
+    if psi_step is not None and psi_step.leader is not None and psi_step.leader not in job_data_parties(cfg):
+        problems.add(("steps", first["psi"], "psi", "leader"),
+                     f"leader {psi_step.leader!r} is not a party holding data ({', '.join(job_data_parties(cfg))})")
+    ev = job.step("evaluate") if "evaluate" in first else None
+    if ev is not None and ev.metrics is not None:
+        if not ev.metrics:
+            problems.add(("steps", first["evaluate"], "evaluate", "metrics"),
+                         "an empty metric list: omit the key for the task's defaults")
+        for m in ev.metrics:
+            if m not in METRICS:
+                problems.add(("steps", first["evaluate"], "evaluate", "metrics"),
+                             f"unknown metric {m!r} (known: {', '.join(METRICS)})")
+    pr = job.step("predict") if "predict" in first else None
+    if pr is not None:
+        loc = ("steps", first["predict"], "predict", "data")
+        holders = job_data_parties(cfg)
+        for n in pr.data:
+            if n not in parties:
+                problems.add(loc + (n,), f"{n!r} is not a party of this job")
+            elif n not in holders:
+                problems.add(loc + (n,), f"{n!r} holds no data (role {parties[n].role})")
+        for n in holders:
+            if n not in pr.data:
+                problems.add(loc, f"missing the rows to predict of party {n!r} (every party with data "
+                                  "gives its columns of the same rows)")
+        for n, d in pr.data.items():
+            if n in parties and parties[n].role == "passive" and d.label_column is not None:
+                problems.add(loc + (n, "label_column"), "a passive party holds no label; remove label_column")
+
+    if problems.items or not check_files:
+        return
+    _check_files(job, problems, party)
+
+
+def _one_kind(s: StepItem) -> bool:
+    return sum(getattr(s, k) is not None for k in STEP_KINDS) == 1
+
+
+def job_data_parties(cfg: JobConfig) -> list[str]:
+    return [n for n, p in cfg.parties.items() if p.role in ("active", "passive")]
+
+
+# ================================================================================= files
+
+
+def data_format(path: Path, fmt: str) -> str:
+    if fmt != "auto":
+        return fmt
+    suf = path.suffix.lower()
+    if suf in (".parquet", ".pq"):
+        return "parquet"
+    return "csv"
+
+
+def read_columns(path: Path, fmt: str, sep: str) -> list[str]:
+    """Column names of a data file (reads only its header / schema)."""
+    import pandas as pd
+
+    if data_format(path, fmt) == "parquet":
+        try:
+            import pyarrow.parquet as pq
+        except ImportError:
+            raise ConfigError("reading Parquet needs pyarrow (pip install pyarrow)") from None
+        return list(pq.read_schema(path).names)
+    return [str(c) for c in pd.read_csv(path, sep=sep, nrows=0).columns]
+
+
+def _check_data_file(job: Job, problems: _Problems, loc: Loc, path: str, fmt: str, sep: str,
+                     wanted: list[tuple[str, str | None]]) -> Path | None:
+    f = job.resolve(path)
+    if not f.exists():
+        problems.add(loc + ("path",), f"no such file: {f}")
+        return None
+    if not f.is_file():
+        problems.add(loc + ("path",), f"not a file: {f}")
+        return None
+    try:
+        cols = read_columns(f, fmt, sep)
+    except ConfigError as exc:
+        problems.add(loc + ("path",), str(exc))
+        return None
+    except Exception as exc:  # noqa: BLE001 - any reader failure is a problem with the file
+        problems.add(loc + ("path",), f"cannot read {f}: {type(exc).__name__}: {exc}")
+        return None
+    for key, col in wanted:
+        if col is None:
+            continue
+        if key == "columns":
+            continue
+        if col not in cols:
+            problems.add(loc + (key,), f"no column {col!r} in {f.name} (columns: {_preview(cols)})")
+    return f
+
+
+def _preview(cols: list[str]) -> str:
+    return ", ".join(cols[:12]) + (f", … ({len(cols)} in all)" if len(cols) > 12 else "")
+
+
+def _check_columns(job: Job, problems: _Problems, loc: Loc, f: Path, fmt: str, sep: str,
+                   columns: list[str] | None) -> None:
+    if columns is None:
+        return
+    cols = read_columns(f, fmt, sep)
+    missing = [c for c in columns if c not in cols]
+    if missing:
+        problems.add(loc + ("columns",), f"no column(s) {missing} in {f.name} (columns: {_preview(cols)})")
+
+
+def _check_files(job: Job, problems: _Problems, party: str | None) -> None:
+    cfg = job.config
+    mine = [party] if party is not None else list(cfg.parties)
+    for name in mine:
+        p = cfg.parties[name]
+        loc: Loc = ("parties", name, "data")
+        if p.data is not None:
+            d = p.data
+            f = _check_data_file(job, problems, loc, d.path, d.format, d.sep,
+                                 [("id_column", d.id_column), ("label_column", d.label_column)])
+            if f is not None:
+                _check_columns(job, problems, loc, f, d.format, d.sep, d.columns)
+                if p.role == "active" and d.label_column and not problems.items:
+                    _resolve_task(job, problems, f, d)
+    # prediction files
+    pr = job.step("predict")
+    if pr is not None:
+        i = job.step_kinds.index("predict")
+        for name in mine:
+            d = pr.data.get(name)
+            p = cfg.parties[name]
+            if d is None or p.data is None:
+                continue
+            loc = ("steps", i, "predict", "data", name)
+            sep = d.sep or p.data.sep
+            f = _check_data_file(job, problems, loc, d.path, d.format, sep,
+                                 [("id_column", d.id_column or p.data.id_column), ("label_column", d.label_column)])
+            if f is not None:
+                _check_columns(job, problems, loc, f, d.format, sep, d.columns or p.data.columns)
+    # CURVE keys: a --party run needs its secret key and every public key
+    if party is not None and job.curve_enabled():
+        from hefl.transport.curve import load_public_key, load_secret_key
+
+        for name, p in cfg.parties.items():
+            if p.curve_public_key:
+                kf = job.resolve(p.curve_public_key)
+                if not kf.exists():
+                    problems.add(("parties", name, "curve_public_key"),
+                                 f"no such key file: {kf} (copy {name}'s public key here; hefl keygen writes it)")
+                else:
+                    try:
+                        load_public_key(kf)
+                    except ConfigError as exc:
+                        problems.add(("parties", name, "curve_public_key"), str(exc))
+        p = cfg.parties[party]
+        if not p.curve_secret_key:
+            problems.add(("parties", party), "missing 'curve_secret_key': this party's secret key file "
+                                             "(or pass --curve-secret-key)")
+        else:
+            kf = job.resolve(p.curve_secret_key)
+            if not kf.exists():
+                problems.add(("parties", party, "curve_secret_key"),
+                             f"no such key file: {kf} (hefl keygen --out DIR --name {party})")
+            else:
+                try:
+                    load_secret_key(kf)
+                except ConfigError as exc:
+                    problems.add(("parties", party, "curve_secret_key"), str(exc))
+    elif party is None and job.curve_enabled():
+        job.warnings.append("CURVE keys are configured: an embedded run uses fresh keys on loopback; "
+                            "the key files are read by --party runs")
+
+
+def resolve_task(values: Any, declared: str) -> str:
+    """``declared`` unless ``"auto"``: then classification for text / bool labels and for integer
+    labels with at most ``MAX_AUTO_CLASSES`` distinct values, regression otherwise."""
+    import numpy as np
+    import pandas as pd
+
+    if declared != "auto":
+        return declared
+    s = pd.Series(values).dropna()
+    if s.dtype == object or s.dtype == bool or isinstance(s.dtype, pd.CategoricalDtype):
+        return "binary" if s.nunique() == 2 else "multiclass"
+    v = s.to_numpy(dtype=np.float64)
+    uniq = np.unique(v)
+    if np.all(np.mod(uniq, 1) == 0) and uniq.size <= MAX_AUTO_CLASSES:
+        return "binary" if uniq.size == 2 else "multiclass"
+    return "regression"
+
+
+def _resolve_task(job: Job, problems: _Problems, f: Path, d: DataSpec) -> None:
+    import pandas as pd
+
+    train = job.train
+    if train is None:
+        return
+    i = job.step_kinds.index("train")
+    try:
+        if data_format(f, d.format) == "parquet":
+            labels = pd.read_parquet(f, columns=[d.label_column])[d.label_column]
+        else:
+            labels = pd.read_csv(f, sep=d.sep, usecols=[d.label_column])[d.label_column]
+    except Exception as exc:  # noqa: BLE001
+        problems.add(("parties", job.active, "data", "label_column"), f"cannot read the label: {exc}")
+        return
+    if labels.isna().any():
+        problems.add(("parties", job.active, "data", "label_column"),
+                     f"the label {d.label_column!r} is missing in {int(labels.isna().sum())} row(s) of {f.name}")
+        return
+    task = resolve_task(labels, train.task)
+    n_uniq = labels.nunique()
+    if task in ("binary", "multiclass"):
+        if n_uniq < 2:
+            problems.add(("parties", job.active, "data", "label_column"),
+                         f"the label {d.label_column!r} has a single value; classification needs two classes")
+        elif task == "binary" and n_uniq != 2:
+            problems.add(("steps", i, "train", "task"),
+                         f"task binary, but the label {d.label_column!r} has {n_uniq} distinct values")
+    if task == "regression":
+        try:
+            labels.astype(float)
+        except (TypeError, ValueError):
+            problems.add(("steps", i, "train", "task"),
+                         f"task regression needs a numeric label; {d.label_column!r} is not")
+    job.task = task
+    ev = job.step("evaluate")
+    if ev is not None and ev.metrics:
+        j = job.step_kinds.index("evaluate")
+        for m in ev.metrics:
+            if m in METRICS and task not in METRICS[m]:
+                problems.add(("steps", j, "evaluate", "metrics"),
+                             f"metric {m!r} does not apply to a {task} task "
+                             f"(for {task}: {', '.join(k for k, v in METRICS.items() if task in v)})")
