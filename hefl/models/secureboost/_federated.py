@@ -136,14 +136,22 @@ def _route_own(bins: np.ndarray, missing: int, feature: int, split_bin: int, def
 class _FederatedProvider:
     """HistogramProvider for the grower: own plaintext histograms + passive encrypted ones."""
 
-    def __init__(self, party: ActiveParty, gh_q: np.ndarray, codec: GHCodec, perms_known: dict):
+    def __init__(self, party: ActiveParty, gh_q: np.ndarray, codec: GHCodec):
         self.party = party
         self.gh = gh_q
         self.codec = codec
         self.requests = 0
         self.split_ids: dict[int, int] = {}  # node -> passive split id
+        self.seconds = 0.0  # time spent inside provider calls (the rest of growth is split finding)
 
     def build_histograms(self, nodes, row_sets):
+        t0 = time.perf_counter()
+        try:
+            return self._build_histograms(nodes, row_sets)
+        finally:
+            self.seconds += time.perf_counter() - t0
+
+    def _build_histograms(self, nodes, row_sets):
         p = self.party
         k = self.requests
         self.requests += 1
@@ -183,6 +191,13 @@ class _FederatedProvider:
 
     def split_rows(self, nodes, row_sets, splits: list[SplitInfo]):
         """One exchange per owner and level: the owner partitions its nodes' rows."""
+        t0 = time.perf_counter()
+        try:
+            return self._split_rows(nodes, row_sets, splits)
+        finally:
+            self.seconds += time.perf_counter() - t0
+
+    def _split_rows(self, nodes, row_sets, splits: list[SplitInfo]):
         p = self.party
         out: list = [None] * len(nodes)
         pending = []
@@ -324,10 +339,10 @@ class ActiveParty:
                     payloads[f"gh-{c}"] = ca
                 link.command("tree", payloads, round=rnd, layout=codec.layout())
 
-            provider = _FederatedProvider(self, gh_q, codec, {})
+            provider = _FederatedProvider(self, gh_q, codec)
             t = time.perf_counter()
             res = TreeGrower(grow_params, provider, blocks=blocks, feature_mask=mask).grow(gh_q, rows)
-            self.timer.add("split_finding", time.perf_counter() - t)
+            self.timer.add("split_finding", time.perf_counter() - t - provider.seconds)
             tree = res.tree
             # the active copy knows passive splits only as (party, split_id)
             for nid, sid in provider.split_ids.items():
@@ -606,7 +621,6 @@ def predict_active(ctx, model: dict, X: np.ndarray, n_rounds: int | None = None)
         internal = np.flatnonzero(~t.is_leaf)
         for nid in internal[t.block[internal] > 0]:
             wanted[int(t.block[nid])].append(int(t.feature[nid]))
-    rows = np.arange(n, dtype=np.int64)
     decisions: dict[int, dict[int, np.ndarray]] = {}
     for b, name in enumerate(passive, start=1):
         sids = np.unique(np.asarray(wanted[b], dtype=np.int64))
@@ -628,7 +642,6 @@ def predict_active(ctx, model: dict, X: np.ndarray, n_rounds: int | None = None)
             else:
                 dec[:, nid] = decisions[b][int(t.feature[nid])]
         margin += t.value[t.apply_decisions(dec)]
-    del rows
     return margin
 
 
