@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# The one script to run on a GPU machine: GPU tests, then the GPU-vs-CPU benchmark.
+#
+#   OUT=/some/dir bash benchmarks/gpu_device_check.sh
+#
+# Installs nothing (the GPU machine has no network): it needs CuPy, nvcc/NVRTC, numpy,
+# pytest and hypothesis, which its image carries; hefl is used from this checkout
+# (PYTHONPATH), the C extension and gmpy2 are optional (the tests' oracle and the
+# benchmark's CPU baseline fall back to Python integers and say so in their output).
+# Writes at most 6 files, flat, into $OUT:
+#   device.txt        nvidia-smi, hefl.gpu.device_info(), versions
+#   gpu_tests.log     pytest tests/gpu -m gpu (every GPU result against an integer oracle)
+#   bench.log         benchmark output (table, tuning of lanes per number, targets)
+#   gpu_vs_cpu.json   the benchmark record (one JSON line)
+#   gpu_vs_cpu.png    the plot (skipped with a message where matplotlib is missing)
+#   status.txt        exit codes of the steps
+# Size and time caps keep the whole run near 4 minutes on an H100; override with
+# HEFL_GPU_CHECK_MAX_SIZE, HEFL_GPU_CHECK_BUDGET_S, HEFL_GPU_CHECK_TEST_TIMEOUT,
+# HEFL_GPU_CHECK_BENCH_TIMEOUT.
+# If gmpy2 wheels were carried in .whl/ (see /work/.library/device/README.md), they are
+# installed into /tmp/site first, so that the CPU baseline uses GMP.
+set -u -o pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-$PWD/gpu_check_out}
+mkdir -p "$OUT"
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONUNBUFFERED=1
+export CUPY_CACHE_DIR=${CUPY_CACHE_DIR:-/tmp/hefl_cupy_cache}
+MAX_SIZE=${HEFL_GPU_CHECK_MAX_SIZE:-1000000}
+BUDGET=${HEFL_GPU_CHECK_BUDGET_S:-75}
+TEST_TIMEOUT=${HEFL_GPU_CHECK_TEST_TIMEOUT:-100}
+BENCH_TIMEOUT=${HEFL_GPU_CHECK_BENCH_TIMEOUT:-170}
+PY=${PYTHON:-python3}
+
+if ls .whl/*.whl >/dev/null 2>&1; then
+  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl && export PYTHONPATH="$PYTHONPATH:/tmp/site"
+fi
+
+# Best effort: build hefl's GMP C extensions in place against the GMP that the gmpy2 wheel
+# bundles (headers in gmpy2/, library in gmpy2.libs/), so the CPU baseline uses the same
+# native kernels as on the dev machine.  Without them the CPU side falls back to gmpy2.
+if [ -d /tmp/site/gmpy2 ] && command -v gcc >/dev/null; then
+  inc=$($PY -c "import sysconfig; print(sysconfig.get_paths()['include'])")
+  suf=$($PY -c "import sysconfig; print(sysconfig.get_config_var('EXT_SUFFIX'))")
+  lib=$(ls /tmp/site/gmpy2.libs/libgmp*.so* 2>/dev/null | head -1)
+  for m in _native _mont; do
+    gcc -O3 -shared -fPIC -I"$inc" -I/tmp/site/gmpy2 "hefl/native/$m.c" "$lib" \
+      -Wl,-rpath,/tmp/site/gmpy2.libs -o "hefl/$m$suf" 2>>"$OUT/status.txt" \
+      && echo "built hefl.$m" || echo "could not build hefl.$m (CPU baseline uses gmpy2)"
+  done
+fi
+
+{
+  date -u
+  nvidia-smi 2>&1 | head -20
+  $PY - <<'EOF'
+import json, platform
+import hefl.gpu as g
+print(json.dumps(g.device_info(), indent=1))
+print("python", platform.python_version())
+for mod in ("numpy", "cupy", "gmpy2", "matplotlib", "hypothesis"):
+    try:
+        m = __import__(mod)
+        print(mod, getattr(m, "__version__", "?"))
+    except Exception as exc:  # noqa: BLE001
+        print(mod, "MISSING", type(exc).__name__)
+EOF
+} >"$OUT/device.txt" 2>&1
+echo "device info: $(grep -m1 '"name"' "$OUT/device.txt")"
+if ! $PY -c "import gmpy2" 2>/dev/null; then
+  echo "WARNING: gmpy2 is missing here, and hefl.he imports it: carry its wheel in .whl/"
+  echo "  (on the dev machine: python3 -m pip download --no-deps --only-binary=:all: \\"
+  echo "   --python-version 3.12 --implementation cp --platform manylinux_2_28_x86_64 \\"
+  echo "   --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl gmpy2;"
+  echo "   then run with carry=['.whl'])"
+fi
+
+timeout "$TEST_TIMEOUT" $PY -m pytest tests/gpu -m gpu -q -rA -p no:cacheprovider \
+  --durations=8 2>&1 | tee "$OUT/gpu_tests.log"
+rc_tests=$?
+
+timeout "$BENCH_TIMEOUT" $PY benchmarks/gpu_vs_cpu.py --tune --max-size "$MAX_SIZE" --budget-s "$BUDGET" \
+  --cpu-cap 1000 --cpu-cap-pow 200 --gpu-cap-decrypt 200000 --gpu-cap-pow 30000 \
+  --out "$OUT/gpu_vs_cpu.json" --plot "$OUT/gpu_vs_cpu.png" 2>&1 | tee "$OUT/bench.log"
+rc_bench=$?
+
+rc_sb=skipped
+if [ -n "${HEFL_GPU_CHECK_SB_ROWS:-}" ]; then
+  # SecureBoost benchmark workload at HEFL_GPU_CHECK_SB_ROWS rows, GPU backend then CPU backend
+  : >"$OUT/sb.jsonl"
+  for be in gpu cpu; do
+    timeout "${HEFL_GPU_CHECK_SB_TIMEOUT:-150}" $PY benchmarks/secureboost_bench.py --rows "$HEFL_GPU_CHECK_SB_ROWS" \
+      --trees "${HEFL_GPU_CHECK_SB_TREES:-10}" --backend $be --out "$OUT/sb_$be.tmp" 2>&1 | tee -a "$OUT/sb.log"
+    rc_sb=$?
+    cat "$OUT/sb_$be.tmp" >>"$OUT/sb.jsonl" 2>/dev/null; rm -f "$OUT/sb_$be.tmp"
+  done
+fi
+
+echo "tests rc=$rc_tests bench rc=$rc_bench secureboost rc=$rc_sb" | tee -a "$OUT/status.txt"
+grep -E "passed|failed|error" "$OUT/gpu_tests.log" | tail -3
+[ "$rc_tests" -eq 0 ] && [ "$rc_bench" -eq 0 ]

@@ -1,0 +1,58 @@
+"""hefl.gpu without a GPU: available() is False and never raises; backend='gpu' says why."""
+
+from __future__ import annotations
+
+import builtins
+
+import pytest
+
+import hefl.gpu as hg
+from hefl.errors import BackendUnavailableError
+from hefl.gpu.reference import keygen_params
+
+
+@pytest.fixture
+def no_cupy(monkeypatch):
+    real_import = builtins.__import__
+
+    def fake_import(name, *args, **kwargs):
+        if name == "cupy" or name.startswith("cupy."):
+            raise ImportError("No module named 'cupy' (test)")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", fake_import)
+    monkeypatch.delitem(__import__("sys").modules, "cupy", raising=False)
+    monkeypatch.setattr(hg, "_PROBE", None)
+
+
+def test_available_false_without_cupy(no_cupy):
+    assert hg.available() is False
+    assert "CuPy" in hg.unavailable_reason()
+    info = hg.device_info()
+    assert info["available"] is False and info["reason"]
+
+
+def test_backend_raises_clear_error_without_cupy(no_cupy):
+    from hefl.gpu.backend import GpuPaillierBackend
+
+    params = keygen_params(256)
+    with pytest.raises(BackendUnavailableError, match="CuPy"):
+        GpuPaillierBackend(params)
+    with pytest.raises(BackendUnavailableError, match="backend='gpu'"):
+        hg.make_backend(params)
+
+
+def test_disabled_by_env(monkeypatch):
+    monkeypatch.setenv("HEFL_DISABLE_GPU", "1")
+    monkeypatch.setattr(hg, "_PROBE", None)
+    assert hg.available() is False
+    assert "HEFL_DISABLE_GPU" in hg.unavailable_reason()
+
+
+def test_available_never_raises(monkeypatch):
+    def boom():
+        raise RuntimeError("driver exploded")
+
+    monkeypatch.setattr(hg, "_probe", boom)
+    assert hg.available() is False
+    assert "driver exploded" in hg.unavailable_reason()
