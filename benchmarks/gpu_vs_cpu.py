@@ -361,10 +361,10 @@ def run(args) -> dict:
     # ---------------- CPU (all cores), on min(size, cap) rows
     for size in sizes:
         nc = min(size, args.cpu_cap)
-        if nc in {v[1] for v in cpu_rates["add"].values()}:
-            for op in OPS:  # same row count already timed: reuse
-                prev = next(v for v in cpu_rates[op].values() if v[1] == nc)
-                cpu_rates[op][size] = prev
+        same = [s for s, v in cpu_rates["add"].items() if v[1] == nc]
+        if same:
+            for op in OPS:  # same row count already timed: reuse that size's figures
+                cpu_rates[op][size] = cpu_rates[op][same[0]]
             continue
         m = rand_plain(nc, params)
         t = time.perf_counter()

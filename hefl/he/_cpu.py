@@ -373,4 +373,14 @@ class CpuPaillierBackend(PaillierBackend):
     def check(self, a: np.ndarray) -> int:
         """Index of the first row outside [1, n²) or not coprime to n, else -1."""
         a = _u64(a)
-        return int(self.ops.check_range(a, self.Lc, self.n_l, self.Ln, self.nsq_l))
+        jobs = min(self.n_jobs, max(1, a.shape[0] // 2048))
+        if jobs <= 1:
+            return int(self.ops.check_range(a, self.Lc, self.n_l, self.Ln, self.nsq_l))
+        bounds = np.linspace(0, a.shape[0], jobs + 1).astype(int)
+        futures = [_executor(self.n_jobs).submit(self.ops.check_range, a[lo:hi], self.Lc, self.n_l, self.Ln,
+                                                 self.nsq_l) for lo, hi in zip(bounds[:-1], bounds[1:])]
+        for lo, f in zip(bounds[:-1], futures):
+            bad = int(f.result())
+            if bad >= 0:
+                return int(lo) + bad
+        return -1

@@ -366,6 +366,11 @@ class AdditiveKit(PublicKit):
             )
         flat = ca._flat()
         m = flat.shape[0]
+        fused = getattr(getattr(self, "backend", None), "shift_pack", None)
+        if fused is not None and m:
+            # the backend does the whole Horner chain in one call (the GPU keeps it on the device)
+            return CipherArray(self, fused(np.ascontiguousarray(flat), int(width_bits), int(per_plaintext)),
+                               (-(-m // per_plaintext),), 0)
         groups = -(-m // per_plaintext)
         pad = groups * per_plaintext - m
         if pad:

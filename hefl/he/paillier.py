@@ -284,7 +284,8 @@ class PaillierPublicKit(AdditiveKit):
         from ._cpu import CpuPaillierBackend
 
         if getattr(self, "_checker", None) is None:
-            self._checker = CpuPaillierBackend(PaillierParams(n=self.n, hs=self.hs, alpha_bits=self.alpha_bits))
+            self._checker = CpuPaillierBackend(PaillierParams(n=self.n, hs=self.hs, alpha_bits=self.alpha_bits),
+                                               n_jobs=default_n_jobs() if self._n_jobs is None else self._n_jobs)
         return self._checker
 
     def _from_bytes(self, data: bytes, count: int):
