@@ -307,7 +307,9 @@ class CpuPaillierBackend(PaillierBackend):
     def add(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         a, b = _u64(a), _u64(b)
         out = np.empty_like(a)
-        self._run(lambda x, y, o: self.ops.mulmod(x, y, self.nsq_l, o, self.Lc), a.shape[0], a, b, out)
+        # mpn-level multiply + divide (no mpz conversions) where the extension has it
+        mul = getattr(self.ops, "mulmod_mpn", None) or self.ops.mulmod
+        self._run(lambda x, y, o: mul(x, y, self.nsq_l, o, self.Lc), a.shape[0], a, b, out)
         return out
 
     def mul_scalar(self, a: np.ndarray, k: np.ndarray) -> np.ndarray:
