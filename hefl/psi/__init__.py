@@ -47,7 +47,7 @@ are refused. Empty sets and empty intersections give empty results.
 How it works
 ------------
 Each party draws a fresh secret scalar ``k`` for every run and hashes each ID to a
-Curve25519 point, ``H(id) = SHA-512(domain || id)[:32]`` as an X25519 u-coordinate.
+Curve25519 point, ``H(id) = SHA-256(domain || id)`` as an X25519 u-coordinate.
 Blinding is X25519 scalar multiplication, which commutes: ``a·(b·H(x)) = b·(a·H(x))``.
 Each party shuffles and blinds its own set and passes it round a ring of the parties;
 every party multiplies in its own key, so after a full turn each value carries every
