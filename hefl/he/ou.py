@@ -39,9 +39,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import secrets
-import threading
 
 import gmpy2
 import numpy as np
@@ -55,6 +53,7 @@ from hefl.errors import (
 
 from ._backend import ints_to_limbs, limbs_to_ints
 from ._ou_cpu import CpuOUBackend, OUParams
+from ._pool import ObfuscatorPool
 from ._select import default_n_jobs, resolve_backend
 from .base import AdditiveKit, CipherArray, SecretKit
 from .encoding import FixedPointEncoder
@@ -124,10 +123,7 @@ class OUPublicKit(AdditiveKit):
         self.cipher_width = 8 * self.Lc
         #: usable plaintext bits: every |m| < 2^plaintext_bits decrypts exactly (Packer budget)
         self.plaintext_bits = self.params.plaintext_bits
-        self._pool: list[np.ndarray] = []
-        self._pool_lock = threading.Lock()
-        self._fill_threads: list[threading.Thread] = []
-        self._stop_fill = threading.Event()
+        self._pool = ObfuscatorPool(lambda k, serial: self.backend.obfuscators(k, serial=serial), "hefl-ou-pool")
         super().__init__()
         self.encoder = OUEncoder(self.n, self.plaintext_bits)
 
@@ -179,70 +175,19 @@ class OUPublicKit(AdditiveKit):
         kernels release the GIL); ``low_priority=True`` lowers those threads' priority
         (Linux ``nice`` 10).  Encryption then costs one short ``G^m`` product.
         """
-        count = int(count)
-        if not background:
-            self._fill(count)
-            return
-        jobs = max(1, self.backend.n_jobs)
-        shares = [count // jobs + (1 if i < count % jobs else 0) for i in range(jobs)]
-        for share in shares:
-            if share:
-                t = threading.Thread(target=self._fill, args=(share, True, low_priority), daemon=True,
-                                     name="hefl-ou-pool")
-                t.start()
-                self._fill_threads.append(t)
-
-    def _fill(self, count: int, serial: bool = False, low_priority: bool = False) -> None:
-        if low_priority:
-            try:
-                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
-            except (AttributeError, OSError):  # pragma: no cover - not Linux / not permitted
-                pass
-        chunk = 512 if serial else 4096
-        done = 0
-        while done < count and not self._stop_fill.is_set():
-            k = min(chunk, count - done)
-            obf = self.backend.obfuscators(k, serial=serial)
-            with self._pool_lock:
-                self._pool.append(obf)
-            done += k
+        self._pool.fill(count, background=background, low_priority=low_priority, jobs=self.backend.n_jobs)
 
     def cancel_precompute(self) -> None:
         """Stop background pool fills after their current chunk and drop the pool."""
-        self._stop_fill.set()
-        self.wait_pool()
-        with self._pool_lock:
-            self._pool.clear()
-        self._stop_fill.clear()
+        self._pool.cancel()
 
     @property
     def pool_size(self) -> int:
-        with self._pool_lock:
-            return sum(p.shape[0] for p in self._pool)
+        return self._pool.size
 
     def wait_pool(self) -> None:
         """Wait for background pool fills to finish."""
-        for t in self._fill_threads:
-            t.join()
-        self._fill_threads = [t for t in self._fill_threads if t.is_alive()]
-
-    def _take_pooled(self, count: int) -> np.ndarray | None:
-        """Up to ``count`` pooled obfuscators (each handed out once), or None when the pool is empty."""
-        taken: list[np.ndarray] = []
-        need = count
-        with self._pool_lock:
-            while need and self._pool:
-                head = self._pool[0]
-                if head.shape[0] <= need:
-                    taken.append(self._pool.pop(0))
-                    need -= head.shape[0]
-                else:
-                    taken.append(head[:need])
-                    self._pool[0] = head[need:]
-                    need = 0
-        if not taken:
-            return None
-        return taken[0] if len(taken) == 1 else np.concatenate(taken)
+        self._pool.wait()
 
     # -- engine ------------------------------------------------------------------------
     def _encode_residues(self, x, frac_bits):
@@ -262,7 +207,7 @@ class OUPublicKit(AdditiveKit):
         res = np.ascontiguousarray(res, dtype=np.uint64).reshape(-1, self.Ln)
         if res.shape[0] == 0:
             return np.empty((0, self.Lc), dtype=np.uint64)
-        pooled = self._take_pooled(res.shape[0]) if self._pool else None
+        pooled = self._pool.take(res.shape[0])
         if pooled is None:
             return self.backend.encrypt(res)
         k = pooled.shape[0]

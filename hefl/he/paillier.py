@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import secrets
-import threading
 
 import gmpy2
 import numpy as np
@@ -27,6 +25,7 @@ import numpy as np
 from hefl.errors import ConfigError, InsecureKeyError, InvalidCiphertextError
 
 from ._backend import PaillierBackend, PaillierParams, ints_to_limbs, limbs_to_ints
+from ._pool import ObfuscatorPool
 from ._select import default_n_jobs, resolve_backend
 from .base import AdditiveKit, CipherArray, SecretKit
 
@@ -78,10 +77,7 @@ class PaillierPublicKit(AdditiveKit):
         self.item_shape = (self.Lc,)
         self.cipher_width = 8 * self.Lc
         self.plaintext_bits = self.n.bit_length() - 1
-        self._pool: list[np.ndarray] = []
-        self._pool_lock = threading.Lock()
-        self._fill_threads: list[threading.Thread] = []
-        self._stop_fill = threading.Event()
+        self._pool = ObfuscatorPool(self._fresh_obfuscators)
         super().__init__()
 
     @property
@@ -128,52 +124,20 @@ class PaillierPublicKit(AdditiveKit):
         priority (Linux ``nice`` 10), so the fill only soaks up otherwise idle cores —
         e.g. while a peer builds histograms.
         """
-        count = int(count)
-        if not background:
-            self._fill(count, serial=False, low_priority=False)
-            return
-        jobs = max(1, getattr(self.backend, "n_jobs", 1))
-        shares = [count // jobs + (1 if i < count % jobs else 0) for i in range(jobs)]
-        for share in shares:
-            if share:
-                t = threading.Thread(target=self._fill, args=(share, True, low_priority), daemon=True,
-                                     name="hefl-obf-pool")
-                t.start()
-                self._fill_threads.append(t)
-
-    def _fill(self, count: int, serial: bool = False, low_priority: bool = False) -> None:
-        if low_priority:
-            try:
-                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
-            except (AttributeError, OSError):  # pragma: no cover - not Linux / not permitted
-                pass
-        chunk = 512 if serial else 4096
-        done = 0
-        while done < count and not self._stop_fill.is_set():
-            k = min(chunk, count - done)
-            obf = self._fresh_obfuscators(k, serial=serial)
-            with self._pool_lock:
-                self._pool.append(obf)
-            done += k
+        self._pool.fill(count, background=background, low_priority=low_priority,
+                        jobs=getattr(self.backend, "n_jobs", 1))
 
     def cancel_precompute(self) -> None:
         """Stop background pool fills after their current chunk and drop the pool."""
-        self._stop_fill.set()
-        self.wait_pool()
-        with self._pool_lock:
-            self._pool.clear()
-        self._stop_fill.clear()
+        self._pool.cancel()
 
     @property
     def pool_size(self) -> int:
-        with self._pool_lock:
-            return sum(p.shape[0] for p in self._pool)
+        return self._pool.size
 
     def wait_pool(self) -> None:
         """Wait for background pool fills to finish."""
-        for t in self._fill_threads:
-            t.join()
-        self._fill_threads = [t for t in self._fill_threads if t.is_alive()]
+        self._pool.wait()
 
     def _fresh_obfuscators(self, count: int, serial: bool = False) -> np.ndarray:
         if self.textbook:
@@ -190,21 +154,12 @@ class PaillierPublicKit(AdditiveKit):
         return self.backend.obfuscators(count)
 
     def _take_obfuscators(self, count: int) -> np.ndarray:
-        taken: list[np.ndarray] = []
-        need = count
-        with self._pool_lock:
-            while need and self._pool:
-                head = self._pool[0]
-                if head.shape[0] <= need:
-                    taken.append(self._pool.pop(0))
-                    need -= head.shape[0]
-                else:
-                    taken.append(head[:need])
-                    self._pool[0] = head[need:]
-                    need = 0
-        if need:
-            taken.append(self._fresh_obfuscators(need))
-        return taken[0] if len(taken) == 1 else np.concatenate(taken)
+        pooled = self._pool.take(count)
+        have = 0 if pooled is None else pooled.shape[0]
+        if have == count:
+            return pooled
+        fresh = self._fresh_obfuscators(count - have)
+        return fresh if pooled is None else np.concatenate([pooled, fresh])
 
     # -- engine ------------------------------------------------------------------------
     def _encode_residues(self, x, frac_bits):
