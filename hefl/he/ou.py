@@ -51,11 +51,12 @@ from hefl.errors import (
     InvalidCiphertextError,
 )
 
-from ._backend import ints_to_limbs, limbs_to_ints
+from ._backend import ints_to_limbs
+from ._limbkit import LimbKit
 from ._ou_cpu import CpuOUBackend, OUParams
 from ._pool import ObfuscatorPool
 from ._select import default_n_jobs, resolve_backend
-from .base import AdditiveKit, CipherArray, SecretKit
+from .base import CipherArray, SecretKit
 from .encoding import FixedPointEncoder
 
 __all__ = ["MIN_SECURE_BITS", "OUEncoder", "OUPublicKit", "OUSecretKit", "keygen", "security_bits"]
@@ -104,7 +105,7 @@ def _make_backend(params: OUParams, backend: str, n_jobs: int | None) -> CpuOUBa
     return CpuOUBackend(params, n_jobs=jobs)
 
 
-class OUPublicKit(AdditiveKit):
+class OUPublicKit(LimbKit):
     """Encrypt and evaluate under an OU public key ``(n, G, H)``."""
 
     scheme = "ou"
@@ -177,32 +178,7 @@ class OUPublicKit(AdditiveKit):
         """
         self._pool.fill(count, background=background, low_priority=low_priority, jobs=self.backend.n_jobs)
 
-    def cancel_precompute(self) -> None:
-        """Stop background pool fills after their current chunk and drop the pool."""
-        self._pool.cancel()
-
-    @property
-    def pool_size(self) -> int:
-        return self._pool.size
-
-    def wait_pool(self) -> None:
-        """Wait for background pool fills to finish."""
-        self._pool.wait()
-
     # -- engine ------------------------------------------------------------------------
-    def _encode_residues(self, x, frac_bits):
-        return self.encoder.encode_limbs(np.asarray(x), frac_bits, self.Ln)
-
-    def _residues_from(self, residues):
-        if isinstance(residues, np.ndarray) and residues.dtype == np.uint64 and residues.ndim == 2:
-            if residues.shape[1] != self.Ln:
-                raise ValueError(f"residue limbs must have {self.Ln} columns, got {residues.shape[1]}")
-            return np.ascontiguousarray(residues)
-        vals = [int(v) for v in np.asarray(residues, dtype=object).ravel()]
-        if any(not 0 <= v < self.n for v in vals):
-            raise ValueError("encoded plaintexts must be in [0, n)")
-        return ints_to_limbs(vals, self.Ln)
-
     def _encrypt_residues(self, res):
         res = np.ascontiguousarray(res, dtype=np.uint64).reshape(-1, self.Ln)
         if res.shape[0] == 0:
@@ -215,16 +191,6 @@ class OUPublicKit(AdditiveKit):
             return self.backend.encrypt(res, pooled)
         # the pool ran short: pooled H^r for the first rows, fresh r for the rest
         return np.concatenate([self.backend.encrypt(res[:k], pooled), self.backend.encrypt(res[k:])])
-
-    def _encrypt_zero_trivial(self, count):
-        out = np.zeros((count, self.Lc), dtype=np.uint64)
-        out[:, 0] = 1
-        return out
-
-    def _add(self, a, b):
-        if a.shape[0] == 0:
-            return a.copy()
-        return self.backend.add(a, b)
 
     def _add_plain(self, a, res):
         if a.shape[0] == 0:
@@ -248,15 +214,6 @@ class OUPublicKit(AdditiveKit):
         le = max(1, (max(mags).bit_length() + 63) // 64)
         return self.backend.mul_scalar(base, ints_to_limbs(mags, le))
 
-    def _sum(self, a):
-        return self.backend.sum(a) if a.shape[0] else self._encrypt_zero_trivial(1)[0]
-
-    def _bucket_sum(self, a, ids, n_buckets):
-        return self.backend.bucket_sum(a, ids, n_buckets)
-
-    def _to_bytes(self, a) -> bytes:
-        return np.ascontiguousarray(a, dtype="<u8").tobytes()
-
     def _check(self, data: np.ndarray) -> np.ndarray:
         if data.shape[0]:
             bad = self.backend.check(data)
@@ -266,17 +223,10 @@ class OUPublicKit(AdditiveKit):
                 )
         return data
 
-    def _from_bytes(self, data: bytes, count: int):
-        arr = np.frombuffer(data, dtype="<u8").reshape(count, self.Lc).astype(np.uint64, copy=True)
-        return self._check(arr)
-
     def _from_ints(self, values):
         if any(not 0 < int(v) < self.n for v in values):
             raise InvalidCiphertextError("ciphertext outside [1, n)")
         return self._check(ints_to_limbs(values, self.Lc))
-
-    def _raw(self, a) -> list[int]:
-        return limbs_to_ints(a)
 
 
 class OUSecretKit(OUPublicKit, SecretKit):

@@ -25,9 +25,10 @@ import numpy as np
 from hefl.errors import ConfigError, InsecureKeyError, InvalidCiphertextError
 
 from ._backend import PaillierBackend, PaillierParams, ints_to_limbs, limbs_to_ints
+from ._limbkit import LimbKit
 from ._pool import ObfuscatorPool
 from ._select import default_n_jobs, resolve_backend
-from .base import AdditiveKit, CipherArray, SecretKit
+from .base import CipherArray, SecretKit
 
 __all__ = ["keygen", "PaillierPublicKit", "PaillierSecretKit", "MIN_SECURE_BITS"]
 
@@ -56,7 +57,7 @@ def _make_backend(params: PaillierParams, backend: str, n_jobs: int | None) -> P
     return CpuPaillierBackend(params, n_jobs=jobs)
 
 
-class PaillierPublicKit(AdditiveKit):
+class PaillierPublicKit(LimbKit):
     """Encrypt and evaluate under a Paillier public key (n, hs)."""
 
     scheme = "paillier"
@@ -127,18 +128,6 @@ class PaillierPublicKit(AdditiveKit):
         self._pool.fill(count, background=background, low_priority=low_priority,
                         jobs=getattr(self.backend, "n_jobs", 1))
 
-    def cancel_precompute(self) -> None:
-        """Stop background pool fills after their current chunk and drop the pool."""
-        self._pool.cancel()
-
-    @property
-    def pool_size(self) -> int:
-        return self._pool.size
-
-    def wait_pool(self) -> None:
-        """Wait for background pool fills to finish."""
-        self._pool.wait()
-
     def _fresh_obfuscators(self, count: int, serial: bool = False) -> np.ndarray:
         if self.textbook:
             rs = []
@@ -162,34 +151,11 @@ class PaillierPublicKit(AdditiveKit):
         return fresh if pooled is None else np.concatenate([pooled, fresh])
 
     # -- engine ------------------------------------------------------------------------
-    def _encode_residues(self, x, frac_bits):
-        return self.encoder.encode_limbs(np.asarray(x), frac_bits, self.Ln)
-
-    def _residues_from(self, residues):
-        if isinstance(residues, np.ndarray) and residues.dtype == np.uint64 and residues.ndim == 2:
-            if residues.shape[1] != self.Ln:
-                raise ValueError(f"residue limbs must have {self.Ln} columns, got {residues.shape[1]}")
-            return np.ascontiguousarray(residues)
-        vals = [int(v) for v in np.asarray(residues, dtype=object).ravel()]
-        if any(not 0 <= v < self.n for v in vals):
-            raise ValueError("encoded plaintexts must be in [0, n)")
-        return ints_to_limbs(vals, self.Ln)
-
     def _encrypt_residues(self, res):
         res = np.ascontiguousarray(res, dtype=np.uint64).reshape(-1, self.Ln)
         if res.shape[0] == 0:
             return np.empty((0, self.Lc), dtype=np.uint64)
         return self.backend.encrypt(res, self._take_obfuscators(res.shape[0]))
-
-    def _encrypt_zero_trivial(self, count):
-        out = np.zeros((count, self.Lc), dtype=np.uint64)
-        out[:, 0] = 1
-        return out
-
-    def _add(self, a, b):
-        if a.shape[0] == 0:
-            return a.copy()
-        return self.backend.add(a, b)
 
     def _add_plain(self, a, res):
         # a · (1 + m·n): the ciphertext's own randomness hides the sum
@@ -214,15 +180,6 @@ class PaillierPublicKit(AdditiveKit):
         le = max(1, (max(mags).bit_length() + 63) // 64)
         return self.backend.mul_scalar(base, ints_to_limbs(mags, le))
 
-    def _sum(self, a):
-        return self.backend.sum(a) if a.shape[0] else self._encrypt_zero_trivial(1)[0]
-
-    def _bucket_sum(self, a, ids, n_buckets):
-        return self.backend.bucket_sum(a, ids, n_buckets)
-
-    def _to_bytes(self, a) -> bytes:
-        return np.ascontiguousarray(a, dtype="<u8").tobytes()
-
     def _check(self, data: np.ndarray) -> np.ndarray:
         if data.shape[0]:
             from ._cpu import CpuPaillierBackend
@@ -243,17 +200,10 @@ class PaillierPublicKit(AdditiveKit):
                                                n_jobs=default_n_jobs() if self._n_jobs is None else self._n_jobs)
         return self._checker
 
-    def _from_bytes(self, data: bytes, count: int):
-        arr = np.frombuffer(data, dtype="<u8").reshape(count, self.Lc).astype(np.uint64, copy=True)
-        return self._check(arr)
-
     def _from_ints(self, values):
         if any(not 0 < int(v) < self.nsquare for v in values):
             raise InvalidCiphertextError("ciphertext outside [1, n²)")
         return self._check(ints_to_limbs(values, self.Lc))
-
-    def _raw(self, a) -> list[int]:
-        return limbs_to_ints(a)
 
 
 class PaillierSecretKit(PaillierPublicKit, SecretKit):
