@@ -69,10 +69,33 @@ class HeteroLRAdapter(ModelAdapter):
                 c, e = int(m.group(1)), int(m.group(2))
                 reporter.update("train", c * int(params.max_iter) + e + 1, total if role == "active" else None)
 
-        wctx = Watch(ctx, on)
         seed = job.config.seed if params.random_state is None else params.random_state
+        if job.config.tee is not None and cfg.protocol == "arbiter":
+            # the arbiter runs as the attested TEE aggregator (hefl.tee): same roles, wrapped contexts
+            from hefl.tee._jobs import run_lr_role
+
+            if role == "active":
+                role_fn = ActiveParty(X, targets, cfg, seed=int(seed)).run
+            elif role == "passive":
+                role_fn = PassiveParty(X, cfg).run
+            else:
+                role_fn = Arbiter(cfg).run
+            out = run_lr_role(job, ctx.self_name, role, ctx, role_fn, lambda g: Watch(g, on))
+            return self._model(role, task, out)
+        wctx = Watch(ctx, on)
         if role == "active":
             out = ActiveParty(X, targets, cfg, seed=int(seed)).run(wctx)
+        elif role == "passive":
+            out = PassiveParty(X, cfg).run(wctx)
+        elif role == "arbiter":
+            out = Arbiter(cfg).run(wctx)
+        else:
+            raise ConfigError(f"hetero_lr has no {role} role")
+        return self._model(role, task, out)
+
+    @staticmethod
+    def _model(role, task, out):
+        if role == "active":
             return {"kind": "HeteroLRActive", "task": task,
                     "coef": [np.asarray(w).tolist() for w in out["coef"]],
                     "intercept": [float(b) for b in out["intercept"]],
@@ -80,10 +103,8 @@ class HeteroLRAdapter(ModelAdapter):
                     "loss_curve": [list(map(float, c)) for c in out["loss_curve"]],
                     "epoch_seconds": [list(map(float, c)) for c in out["epoch_seconds"]]}
         if role == "passive":
-            out = PassiveParty(X, cfg).run(wctx)
             return {"kind": "HeteroLRPassive", "coef": [np.asarray(w).tolist() for w in out["coef"]]}
         if role == "arbiter":
-            out = Arbiter(cfg).run(wctx)
             curves = out.get("loss_curve", [])
             return {"kind": "HeteroLRArbiter", "loss_curve": [list(map(float, c)) for c in curves]}
         raise ConfigError(f"hetero_lr has no {role} role")

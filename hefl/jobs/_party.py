@@ -241,9 +241,14 @@ class _Party:
                                       n_classes, self.rep)
         self._save_model()
         self._importance_plot()
+        tee = self.job.config.tee
+        if tee is not None:  # hefl.tee: the aggregator's audit log, the parties' received log heads
+            self.files.append(tee.audit_log if self.role == "arbiter" else "tee_heads.json")
         if self.role == "arbiter" and self.model.get("loss_curve"):
             metric, series = self.adapter.curve(self.model)
             self._loss_plot(metric, series)
+        if self.role == "arbiter" and tee is not None:
+            return f"TEE aggregator; audit log {tee.audit_log}"
         if self.role != "active":
             n_trees = ""
             if self.model.get("kind") == "SecureBoostPassive":

@@ -45,6 +45,8 @@ __all__ = [
     "PredictStep",
     "PsiStep",
     "SecureBoostParams",
+    "TeePolicySpec",
+    "TeeSpec",
     "Timeouts",
     "TrainStep",
     "load_job",
@@ -189,6 +191,30 @@ class Timeouts(_Strict):
     heartbeat: float = Field(10.0, gt=0, description="silence after which a peer counts as lost")
 
 
+class TeePolicySpec(_Strict):
+    """One data party's data-use policy for the TEE aggregator (:mod:`hefl.tee.policy`)."""
+
+    allow: list[str] = Field(description="operations the aggregator may perform on this party's data")
+    max_rounds: int | None = Field(None, ge=0, description="most rounds (epochs) it takes part in")
+
+
+class TeeSpec(_Strict):
+    """Run the arbiter as an attested TEE aggregator (:mod:`hefl.tee`)."""
+
+    aggregator: str | None = Field(None, description="the party (role: arbiter) hosted in the TEE (default: the arbiter)")
+    provider: Literal["simulated"] = Field("simulated", description="attestation provider (simulated: NOT secure)")
+    trusted_root: str | None = Field(None, description="hex public key of the provider's root "
+                                                       "(default in embedded runs: a fresh simulated root)")
+    signing_key: str | None = Field(None, description="simulated provider only: file with the hex private key "
+                                                      "(read on the aggregator's host)")
+    allowed_measurements: list[str] = Field(default_factory=lambda: ["local"],
+                                            description="accepted code measurements; 'local' = this copy of hefl "
+                                                        "with this job (see `hefl tee measure`)")
+    max_quote_age: float = Field(300.0, gt=0, description="seconds a quote stays fresh")
+    audit_log: str = Field("audit.jsonl", description="audit log file under OUTPUT/<aggregator>/")
+    policies: dict[str, TeePolicySpec] = Field(default_factory=dict, description="data party -> its policy")
+
+
 class JobConfig(_Strict):
     """The whole job file."""
 
@@ -200,6 +226,7 @@ class JobConfig(_Strict):
     steps: list[StepItem] = Field(default_factory=list)
     output: str = "output"
     timeouts: Timeouts = Field(default_factory=lambda: Timeouts.model_validate({}))
+    tee: TeeSpec | None = None
 
 
 # ---------------------------------------------------------------- model parameters
@@ -569,6 +596,9 @@ def check_job(job: Job, problems: _Problems, *, party: str | None = None, check_
         problems.add(("parties", arbiters[0], "role"),
                      f"model {train.model!r} has no arbiter role (only hetero_lr uses one)")
 
+    if cfg.tee is not None:
+        _check_tee(cfg, problems, arbiters, train)
+
     for name, p in parties.items():
         loc: Loc = ("parties", name)
         if p.role in ("active", "passive") and p.data is None:
@@ -716,6 +746,39 @@ def check_job(job: Job, problems: _Problems, *, party: str | None = None, check_
     if problems.items or not check_files:
         return
     _check_files(job, problems, party)
+
+
+def _check_tee(cfg: JobConfig, problems: _Problems, arbiters: list[str], train: Any) -> None:
+    from hefl.tee.policy import OPERATIONS
+
+    tee = cfg.tee
+    assert tee is not None
+    if train is not None and train.model != "hetero_lr":
+        problems.add(("tee",), f"the TEE aggregator hosts hetero_lr's arbiter role; model {train.model!r} has none")
+    if not arbiters:
+        problems.add(("tee",), "a tee section needs a party with role: arbiter (the aggregator)")
+    elif tee.aggregator is not None and tee.aggregator not in arbiters:
+        problems.add(("tee", "aggregator"), f"{tee.aggregator!r} is not the job's arbiter ({arbiters[0]!r})")
+    data = [n for n, p in cfg.parties.items() if p.role in ("active", "passive")]
+    for n in data:
+        if n not in tee.policies:
+            problems.add(("tee", "policies"), f"no data-use policy for party {n!r} (every data party states one)")
+    for n, pol in tee.policies.items():
+        if n not in data:
+            problems.add(("tee", "policies", n), f"{n!r} is not a data party of this job")
+        for op in pol.allow:
+            if op not in OPERATIONS:
+                problems.add(("tee", "policies", n, "allow"),
+                             f"unknown operation {op!r}; known: {', '.join(OPERATIONS)}")
+    if tee.trusted_root is not None:
+        try:
+            if len(bytes.fromhex(tee.trusted_root)) != 32:
+                raise ValueError
+        except ValueError:
+            problems.add(("tee", "trusted_root"), "must be 64 hex digits (an Ed25519 public key)")
+    for i, m in enumerate(tee.allowed_measurements):
+        if m != "local" and not re.fullmatch(r"[0-9a-fA-F]{64}", m):
+            problems.add(("tee", "allowed_measurements", i), f"{m!r} is neither 'local' nor 64 hex digits")
 
 
 def _one_kind(s: StepItem) -> bool:

@@ -128,10 +128,16 @@ def run_job(job: Job, *, progress: bool = True, stream: TextIO | None = None) ->
         readers.append(r)
         writers[name] = w
     fns = {name: functools.partial(_embedded_party, job, name, writers[name]) for name in job.parties}
+    curve = True if job.curve_enabled() else None
+    if job.config.tee is not None:
+        from hefl.tee._jobs import prepare_embedded
+
+        prepare_embedded(job)  # simulated root made here, before the parties fork
+        curve = True  # the quote binds the aggregator's CURVE key: the links must use it
     reader = PipeReader(readers, display).start()
     t0 = time.perf_counter()
     try:
-        results = run_local(fns, timeout=t.job, recv_timeout=t.recv, curve_keys=True if job.curve_enabled() else None,
+        results = run_local(fns, timeout=t.job, recv_timeout=t.recv, curve_keys=curve,
                             heartbeat_timeout=t.heartbeat)
     except BaseException as exc:
         if isinstance(exc, KeyboardInterrupt):
