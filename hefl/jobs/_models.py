@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import importlib
 import logging
+from abc import ABC, abstractmethod
 
 import numpy as np
 
@@ -24,28 +25,33 @@ log = logging.getLogger("hefl.jobs")
 _OBJECTIVES = {"binary": "binary:logistic", "multiclass": "multi:softprob", "regression": "reg:squarederror"}
 
 
-class ModelAdapter:
+class ModelAdapter(ABC):
     """The interface (see :class:`SecureBoostAdapter` for the reference implementation)."""
 
     name = ""
     curve_unit = "iteration"
 
+    @abstractmethod
     def fit(self, ctx, role: str, job: Job, X: np.ndarray | None, y: np.ndarray | None, task: str,
             n_classes: int | None, reporter) -> dict:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def predict(self, ctx, role: str, job: Job, model: dict, X: np.ndarray | None) -> np.ndarray | None:
         """Active: probabilities (binary: P(1) of shape (n,); multiclass (n, K)) or values; others: None."""
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def curve(self, model: dict) -> tuple[str, dict[str, list[float]]]:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def importance(self, role: str, model: dict, columns: list[str]) -> tuple[dict[str, float], str]:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def n_iterations(self, model: dict) -> int:
-        raise NotImplementedError
+        ...
 
     def to_json(self, model: dict) -> dict:
         return model
