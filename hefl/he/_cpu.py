@@ -203,7 +203,108 @@ class FixedBaseTable:
         return out
 
 
-class CpuPaillierBackend(PaillierBackend):
+class BatchModArith:
+    """Batched arithmetic modulo one ciphertext modulus, split over threads.
+
+    Shared by the Paillier (modulus n²) and OU (modulus n) CPU backends.  Subclasses set
+    ``ops`` (the kernels), ``n_jobs``, ``n_l``/``_Ln`` (n and its limb count), and
+    ``_cm``/``_cL``/``_r_mod`` (the ciphertext modulus, its limb count and R mod it).
+    """
+
+    #: rows per chunk below which a batch is not split over threads
+    min_chunk = 64
+
+    def _run(self, fn, n_rows: int, *arrays: np.ndarray, serial: bool = False) -> None:
+        """Call ``fn(*row_slices)`` over chunks of rows, in parallel when worth it."""
+        jobs = 1 if serial else min(self.n_jobs, max(1, n_rows // self.min_chunk))
+        if jobs <= 1:
+            fn(*arrays)
+            return
+        bounds = np.linspace(0, n_rows, jobs + 1).astype(int)
+        futures = [
+            _executor(self.n_jobs).submit(fn, *(a[lo:hi] for a in arrays))
+            for lo, hi in zip(bounds[:-1], bounds[1:])
+            if hi > lo
+        ]
+        for f in futures:
+            f.result()
+
+    def add(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Homomorphic addition: a · b mod the ciphertext modulus, elementwise."""
+        a, b = _u64(a), _u64(b)
+        out = np.empty_like(a)
+        # mpn-level multiply + divide (no mpz conversions) where the extension has it
+        mul = getattr(self.ops, "mulmod_mpn", None) or self.ops.mulmod
+        self._run(lambda x, y, o: mul(x, y, self._cm, o, self._cL), a.shape[0], a, b, out)
+        return out
+
+    def mul_scalar(self, a: np.ndarray, k: np.ndarray) -> np.ndarray:
+        """a^k mod the ciphertext modulus, elementwise, for non-negative k (N, Le)."""
+        a, k = _u64(a), _u64(k)
+        out = np.empty_like(a)
+        self._run(lambda x, e, o: self.ops.powmod(x, self._cL, e, e.shape[1], self._cm, o), a.shape[0], a, k, out)
+        return out
+
+    def sum(self, a: np.ndarray) -> np.ndarray:
+        """Product of all rows (the encrypted sum)."""
+        a = _u64(a)
+        return self.bucket_sum(a, np.zeros((a.shape[0], 1), dtype=np.int32), 1)[0, 0]
+
+    def _bucket_prod(self, a, ids, n_feat, n_buckets, out) -> None:
+        # Montgomery chains (hefl._mont) where built with the native kernels, else mpz products
+        if _MONT is not None and self.ops is _NATIVE:
+            _MONT.bucket_prod(a, ids, n_feat, n_buckets, self._cm, self._r_mod, out, self._cL)
+        else:
+            self.ops.bucket_prod(a, ids, n_feat, n_buckets, self._cm, out, self._cL)
+
+    def bucket_sum(self, a: np.ndarray, ids: np.ndarray, n_buckets: int) -> np.ndarray:
+        """(F, n_buckets, L): per feature and bucket the product of its rows (1 where none)."""
+        a = _u64(a)
+        ids = np.ascontiguousarray(ids, dtype=np.int32)
+        if ids.ndim == 1:
+            ids = ids[:, None]
+        n_rows, n_feat = ids.shape
+        jobs = min(self.n_jobs, max(1, n_rows // 256))
+        if jobs <= 1:
+            out = np.empty((n_feat, n_buckets, self._cL), dtype=np.uint64)
+            self._bucket_prod(a, ids, n_feat, n_buckets, out)
+            return out
+        # split rows, build partial histograms in parallel, then multiply them together
+        bounds = np.linspace(0, n_rows, jobs + 1).astype(int)
+        parts = [np.empty((n_feat, n_buckets, self._cL), dtype=np.uint64) for _ in range(jobs)]
+        futures = [
+            _executor(self.n_jobs).submit(self._bucket_prod, a[lo:hi], ids[lo:hi], n_feat, n_buckets, parts[j])
+            for j, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:]))
+        ]
+        for f in futures:
+            f.result()
+        acc = parts[0].reshape(-1, self._cL)
+        for part in parts[1:]:
+            acc = self.add(acc, part.reshape(-1, self._cL))
+        return acc.reshape(n_feat, n_buckets, self._cL)
+
+    def invert(self, a: np.ndarray) -> np.ndarray:
+        """Elementwise a^-1 mod the ciphertext modulus (homomorphic negation)."""
+        m = gmpy2.mpz(limbs_to_ints(self._cm.reshape(1, -1))[0])
+        return ints_to_limbs([int(gmpy2.invert(gmpy2.mpz(v), m)) for v in limbs_to_ints(_u64(a))], self._cL)
+
+    def check(self, a: np.ndarray) -> int:
+        """Index of the first row outside [1, modulus) or not coprime to n, else -1."""
+        a = _u64(a)
+        jobs = min(self.n_jobs, max(1, a.shape[0] // 2048))
+        if jobs <= 1:
+            return int(self.ops.check_range(a, self._cL, self.n_l, self._Ln, self._cm))
+        bounds = np.linspace(0, a.shape[0], jobs + 1).astype(int)
+        futures = [_executor(self.n_jobs).submit(self.ops.check_range, a[lo:hi], self._cL, self.n_l, self._Ln,
+                                                 self._cm) for lo, hi in zip(bounds[:-1], bounds[1:])]
+        for lo, f in zip(bounds[:-1], futures):
+            bad = int(f.result())
+            if bad >= 0:
+                return int(lo) + bad
+        return -1
+
+
+class CpuPaillierBackend(BatchModArith, PaillierBackend):
     """Paillier arithmetic on the CPU with GMP, batches split over ``n_jobs`` threads.
 
     With the private key the DJN obfuscator ``hs^α`` is computed mod p² and mod q² from
@@ -212,8 +313,6 @@ class CpuPaillierBackend(PaillierBackend):
     """
 
     name = "cpu"
-    #: rows per chunk below which a batch is not split over threads
-    min_chunk = 64
 
     def __init__(self, params: PaillierParams, n_jobs: int = 1, window: int | None = None):
         super().__init__(params, n_jobs)
@@ -223,6 +322,7 @@ class CpuPaillierBackend(PaillierBackend):
         self.n_l = _limbs(params.n, self.Ln)
         self.nsq_l = _limbs(params.nsquare, self.Lc)
         self.r_mod_nsq = _limbs((1 << (64 * self.Lc)) % params.nsquare, self.Lc)
+        self._cm, self._cL, self._r_mod, self._Ln = self.nsq_l, self.Lc, self.r_mod_nsq, self.Ln
         self._window = window
         self._tables: tuple | None = None
         self._table_lock = threading.Lock()
@@ -236,21 +336,6 @@ class CpuPaillierBackend(PaillierBackend):
             self._dec = [_limbs(v, self.Lh) for v in (p, q, hp, hq, qinv)]
 
     # -- helpers -------------------------------------------------------------------------
-    def _run(self, fn, n_rows: int, *arrays: np.ndarray) -> None:
-        """Call ``fn(*row_slices)`` over chunks of rows, in parallel when worth it."""
-        jobs = min(self.n_jobs, max(1, n_rows // self.min_chunk))
-        if jobs <= 1:
-            fn(*arrays)
-            return
-        bounds = np.linspace(0, n_rows, jobs + 1).astype(int)
-        futures = [
-            _executor(self.n_jobs).submit(fn, *(a[lo:hi] for a in arrays))
-            for lo, hi in zip(bounds[:-1], bounds[1:])
-            if hi > lo
-        ]
-        for f in futures:
-            f.result()
-
     def _get_tables(self):
         with self._table_lock:
             if self._tables is None:
@@ -281,18 +366,17 @@ class CpuPaillierBackend(PaillierBackend):
     def obfuscators(self, count: int, *, serial: bool = False) -> np.ndarray:
         """Fresh DJN obfuscators; ``serial=True`` stays on the calling thread (pool fillers)."""
         tp, tq, crt = self._get_tables()
-        run = (lambda fn, n, *arrays: fn(*arrays)) if serial else self._run
         alphas = self.random_exponents(count)
         out = np.empty((count, self.Lc), dtype=np.uint64)
         if tq is None:
-            run(lambda e, o: o.__setitem__(slice(None), tp.pow(e)), count, alphas, out)
+            self._run(lambda e, o: o.__setitem__(slice(None), tp.pow(e)), count, alphas, out, serial=serial)
             return out
 
         def work(e: np.ndarray, o: np.ndarray) -> None:
             rp, rq = tp.pow(e), tq.pow(e)
             self.ops.crt(rp, tp.L, rq, tq.L, crt[0], crt[1], crt[2], o, self.Lc)
 
-        run(work, count, alphas, out)
+        self._run(work, count, alphas, out, serial=serial)
         return out
 
     def encrypt(self, m: np.ndarray, obf: np.ndarray) -> np.ndarray:
@@ -303,57 +387,6 @@ class CpuPaillierBackend(PaillierBackend):
             m.shape[0], m, obf, out,
         )
         return out
-
-    def add(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        a, b = _u64(a), _u64(b)
-        out = np.empty_like(a)
-        # mpn-level multiply + divide (no mpz conversions) where the extension has it
-        mul = getattr(self.ops, "mulmod_mpn", None) or self.ops.mulmod
-        self._run(lambda x, y, o: mul(x, y, self.nsq_l, o, self.Lc), a.shape[0], a, b, out)
-        return out
-
-    def mul_scalar(self, a: np.ndarray, k: np.ndarray) -> np.ndarray:
-        a, k = _u64(a), _u64(k)
-        out = np.empty_like(a)
-        self._run(
-            lambda x, e, o: self.ops.powmod(x, self.Lc, e, e.shape[1], self.nsq_l, o), a.shape[0], a, k, out
-        )
-        return out
-
-    def sum(self, a: np.ndarray) -> np.ndarray:
-        a = _u64(a)
-        return self.bucket_sum(a, np.zeros((a.shape[0], 1), dtype=np.int32), 1)[0, 0]
-
-    def _bucket_prod(self, a, ids, n_feat, n_buckets, out) -> None:
-        if _MONT is not None and self.ops is _NATIVE:
-            _MONT.bucket_prod(a, ids, n_feat, n_buckets, self.nsq_l, self.r_mod_nsq, out, self.Lc)
-        else:
-            self.ops.bucket_prod(a, ids, n_feat, n_buckets, self.nsq_l, out, self.Lc)
-
-    def bucket_sum(self, a: np.ndarray, ids: np.ndarray, n_buckets: int) -> np.ndarray:
-        a = _u64(a)
-        ids = np.ascontiguousarray(ids, dtype=np.int32)
-        if ids.ndim == 1:
-            ids = ids[:, None]
-        n_rows, n_feat = ids.shape
-        jobs = min(self.n_jobs, max(1, n_rows // 256))
-        if jobs <= 1:
-            out = np.empty((n_feat, n_buckets, self.Lc), dtype=np.uint64)
-            self._bucket_prod(a, ids, n_feat, n_buckets, out)
-            return out
-        # split rows, build partial histograms in parallel, then multiply them together
-        bounds = np.linspace(0, n_rows, jobs + 1).astype(int)
-        parts = [np.empty((n_feat, n_buckets, self.Lc), dtype=np.uint64) for _ in range(jobs)]
-        futures = [
-            _executor(self.n_jobs).submit(self._bucket_prod, a[lo:hi], ids[lo:hi], n_feat, n_buckets, parts[j])
-            for j, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:]))
-        ]
-        for f in futures:
-            f.result()
-        acc = parts[0].reshape(-1, self.Lc)
-        for part in parts[1:]:
-            acc = self.add(acc, part.reshape(-1, self.Lc))
-        return acc.reshape(n_feat, n_buckets, self.Lc)
 
     def decrypt(self, c: np.ndarray) -> np.ndarray:
         if not self.params.has_private:
@@ -366,23 +399,3 @@ class CpuPaillierBackend(PaillierBackend):
         )
         return out
 
-    def invert(self, a: np.ndarray) -> np.ndarray:
-        """Elementwise a^-1 mod n² (homomorphic negation)."""
-        nsq = gmpy2.mpz(self.params.nsquare)
-        vals = [int(gmpy2.invert(gmpy2.mpz(v), nsq)) for v in limbs_to_ints(_u64(a))]
-        return ints_to_limbs(vals, self.Lc)
-
-    def check(self, a: np.ndarray) -> int:
-        """Index of the first row outside [1, n²) or not coprime to n, else -1."""
-        a = _u64(a)
-        jobs = min(self.n_jobs, max(1, a.shape[0] // 2048))
-        if jobs <= 1:
-            return int(self.ops.check_range(a, self.Lc, self.n_l, self.Ln, self.nsq_l))
-        bounds = np.linspace(0, a.shape[0], jobs + 1).astype(int)
-        futures = [_executor(self.n_jobs).submit(self.ops.check_range, a[lo:hi], self.Lc, self.n_l, self.Ln,
-                                                 self.nsq_l) for lo, hi in zip(bounds[:-1], bounds[1:])]
-        for lo, f in zip(bounds[:-1], futures):
-            bad = int(f.result())
-            if bad >= 0:
-                return int(lo) + bad
-        return -1

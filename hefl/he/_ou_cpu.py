@@ -20,7 +20,6 @@ results with gmpy2.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import secrets
 import threading
@@ -32,7 +31,7 @@ import numpy as np
 from hefl.errors import EncodingOverflowError
 
 from ._backend import ints_to_limbs, limbs_for, limbs_to_ints
-from ._cpu import _executor, _limbs, _ops, _u64
+from ._cpu import BatchModArith, _limbs, _ops, _u64
 
 __all__ = ["CpuOUBackend", "LevelTable", "OUParams", "level_spec", "ou_native_available"]
 
@@ -259,7 +258,7 @@ class _TableSet:
         return self.h.nbytes + self.g.nbytes + self.gi.nbytes
 
 
-class CpuOUBackend:
+class CpuOUBackend(BatchModArith):
     """OU arithmetic on the CPU with GMP, batches split over ``n_jobs`` threads.
 
     Parameters
@@ -274,8 +273,6 @@ class CpuOUBackend:
     """
 
     name = "cpu"
-    #: rows per chunk below which a batch is not split over threads
-    min_chunk = 64
 
     def __init__(self, params: OUParams, n_jobs: int = 1, h_window: int = 12,
                  g_windows=((132, 12), (None, 8))):
@@ -286,6 +283,7 @@ class CpuOUBackend:
         self.L = params.limbs
         self.n_l = _limbs(params.n, self.L)
         self.r_mod_n = _limbs((1 << (64 * self.L)) % params.n, self.L)
+        self._cm, self._cL, self._r_mod, self._Ln = self.n_l, self.L, self.r_mod_n, self.L
         self.h_levels = level_spec(params.r_bits, [(None, h_window)])
         self.g_levels = level_spec(params.plaintext_bits, list(g_windows))
         #: limbs of an exponent magnitude (covers plaintext_bits)
@@ -306,21 +304,6 @@ class CpuOUBackend:
             self._crt = (_limbs(p2, self.Lp2), _limbs(q, self.Lq), _limbs(int(gmpy2.invert(q, p2)), self.Lp2))
 
     # -- helpers -------------------------------------------------------------------------
-    def _run(self, fn, n_rows: int, *arrays: np.ndarray, serial: bool = False) -> None:
-        """Call ``fn(*row_slices)`` over chunks of rows, in parallel when worth it."""
-        jobs = 1 if serial else min(self.n_jobs, max(1, n_rows // self.min_chunk))
-        if jobs <= 1:
-            fn(*arrays)
-            return
-        bounds = np.linspace(0, n_rows, jobs + 1).astype(int)
-        futures = [
-            _executor(self.n_jobs).submit(fn, *(a[lo:hi] for a in arrays))
-            for lo, hi in itertools.pairwise(bounds)
-            if hi > lo
-        ]
-        for f in futures:
-            f.result()
-
     def tables(self) -> dict:
         """Build (once) and return the fixed-base tables: ``{"n": …}`` or ``{"p2": …, "q": …}``."""
         with self._table_lock:
@@ -420,55 +403,6 @@ class CpuOUBackend:
         mag, neg = self.signed(_u64(res))
         return self._product(a.shape[0], _u64(a), None, mag, neg)
 
-    def add(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        a, b = _u64(a), _u64(b)
-        out = np.empty_like(a)
-        self._run(lambda x, y, o: self.ou.mulmod_mpn(x, y, self.n_l, o, self.L), a.shape[0], a, b, out)
-        return out
-
-    def mul_scalar(self, a: np.ndarray, k: np.ndarray) -> np.ndarray:
-        """``a^k mod n`` elementwise for non-negative k (N, Le)."""
-        a, k = _u64(a), _u64(k)
-        out = np.empty_like(a)
-        self._run(lambda x, e, o: self.ops.powmod(x, self.L, e, e.shape[1], self.n_l, o), a.shape[0], a, k, out)
-        return out
-
-    def sum(self, a: np.ndarray) -> np.ndarray:
-        a = _u64(a)
-        return self.bucket_sum(a, np.zeros((a.shape[0], 1), dtype=np.int32), 1)[0, 0]
-
-    def _bucket_prod(self, a, ids, n_feat, n_buckets, out) -> None:
-        # Montgomery chains (hefl._mont) where built with the native kernels, else mpz products
-        if _MONT is not None and self.ops is _NATIVE:
-            _MONT.bucket_prod(a, ids, n_feat, n_buckets, self.n_l, self.r_mod_n, out, self.L)
-        else:
-            self.ops.bucket_prod(a, ids, n_feat, n_buckets, self.n_l, out, self.L)
-
-    def bucket_sum(self, a: np.ndarray, ids: np.ndarray, n_buckets: int) -> np.ndarray:
-        """(F, n_buckets, L): per feature and bucket the product mod n of its rows (1 where none)."""
-        a = _u64(a)
-        ids = np.ascontiguousarray(ids, dtype=np.int32)
-        if ids.ndim == 1:
-            ids = ids[:, None]
-        n_rows, n_feat = ids.shape
-        jobs = min(self.n_jobs, max(1, n_rows // 256))
-        if jobs <= 1:
-            out = np.empty((n_feat, n_buckets, self.L), dtype=np.uint64)
-            self._bucket_prod(a, ids, n_feat, n_buckets, out)
-            return out
-        bounds = np.linspace(0, n_rows, jobs + 1).astype(int)
-        parts = [np.empty((n_feat, n_buckets, self.L), dtype=np.uint64) for _ in range(jobs)]
-        futures = [
-            _executor(self.n_jobs).submit(self._bucket_prod, a[lo:hi], ids[lo:hi], n_feat, n_buckets, parts[j])
-            for j, (lo, hi) in enumerate(itertools.pairwise(bounds))
-        ]
-        for f in futures:
-            f.result()
-        acc = parts[0].reshape(-1, self.L)
-        for part in parts[1:]:
-            acc = self.add(acc, part.reshape(-1, self.L))
-        return acc.reshape(n_feat, n_buckets, self.L)
-
     def decrypt(self, c: np.ndarray) -> np.ndarray:
         """Ciphertexts (N, L) → signed residues mod n (N, L) (m > p/2 stands for m − p)."""
         if not self.params.has_private:
@@ -483,13 +417,3 @@ class CpuOUBackend:
         )
         return out
 
-    def invert(self, a: np.ndarray) -> np.ndarray:
-        """Elementwise a^-1 mod n (homomorphic negation)."""
-        n = gmpy2.mpz(self.params.n)
-        vals = [int(gmpy2.invert(gmpy2.mpz(v), n)) for v in limbs_to_ints(_u64(a))]
-        return ints_to_limbs(vals, self.L)
-
-    def check(self, a: np.ndarray) -> int:
-        """Index of the first row outside [1, n) or not coprime to n, else -1."""
-        a = _u64(a)
-        return int(self.ops.check_range(a, self.L, self.n_l, self.L, self.n_l))
