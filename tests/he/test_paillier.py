@@ -15,6 +15,7 @@ from hefl.he import concatenate, load_public_kit, mock, paillier, public_kit_to_
 from hefl.he._backend import PaillierParams
 from hefl.he._cpu import CpuPaillierBackend, _GmpyOps, native_available
 
+
 def test_extreme_values_and_overflow(pkit):
     big = pkit.n // 3
     ca = pkit.encrypt(np.array([big, -big, 0], dtype=object))
