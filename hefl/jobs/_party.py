@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from hefl._atomic import atomic_path, atomic_write_text
 from hefl.errors import DataError, ProtocolError
 
 from ._data import PartyTable, read_table
@@ -270,10 +271,7 @@ class _Party:
                       "task": self.task, "classes": self.classes,
                       "id_column": getattr(self.job.parties[self.name].data, "id_column", None),
                       "columns": self.table.columns if self.table is not None else None}
-        path = self.out / "model.json"
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(doc, allow_nan=False, default=_json_default))
-        os.replace(tmp, path)
+        atomic_write_text(self.out / "model.json", json.dumps(doc, allow_nan=False, default=_json_default))
         self.files.append("model.json")
 
     # ------------------------------------------------------------------ evaluate
@@ -350,8 +348,8 @@ class _Party:
             frame["prediction"] = np.asarray(self.classes, dtype=object)[np.argmax(out, axis=1)]
         else:
             frame["prediction"] = out
-        path = self.out / "predictions.csv"
-        frame.to_csv(path, index=False)
+        with atomic_path(self.out / "predictions.csv") as tmp:
+            frame.to_csv(tmp, index=False)
         self.files.append("predictions.csv")
         text = f"{len(frame)} rows" + (f" (of {n_in} here)" if len(frame) != n_in else "") + " -> predictions.csv"
         if ptable.y is not None and len(frame):
@@ -393,10 +391,7 @@ class _Party:
             "steps": self.steps,
             "timings": self.model.get("timings") if self.model else None,
         }
-        path = self.out / "metrics.json"
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(doc, indent=2, default=_json_default, allow_nan=False))
-        os.replace(tmp, path)
+        atomic_write_text(self.out / "metrics.json", json.dumps(doc, indent=2, default=_json_default, allow_nan=False))
         if "metrics.json" not in self.files:
             self.files.append("metrics.json")
 

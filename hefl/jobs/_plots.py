@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from hefl._atomic import atomic_path
+
 __all__ = ["matplotlib_available", "plot_importance", "plot_loss", "plot_roc"]
 
 log = logging.getLogger("hefl.jobs")
@@ -39,7 +41,8 @@ def _save(fig, path: Path) -> Path:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         fig.tight_layout()
-        fig.savefig(path, dpi=110)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=110, format=path.suffix.lstrip(".") or "png")
     import matplotlib.pyplot as plt
 
     plt.close(fig)

@@ -126,7 +126,10 @@ def _psi(args: argparse.Namespace) -> int:
             n_jobs=args.n_jobs, batch_size=args.batch_size, timeout=args.timeout,
         )
     aligned = frame.iloc[rows].reset_index(drop=True)
-    aligned.to_csv(args.out, sep=args.sep, index=False)
+    from hefl._atomic import atomic_path
+
+    with atomic_path(args.out) as tmp:
+        aligned.to_csv(tmp, sep=args.sep, index=False)
     print(f"hefl psi: {args.party}: {len(frame)} rows, {len(aligned)} shared with "
           f"{', '.join(sorted(peers))}; wrote {args.out} ({time.perf_counter() - t0:.1f} s)")
     return 0

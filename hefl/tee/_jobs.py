@@ -132,6 +132,8 @@ def run_lr_role(job: Any, name: str, role: str, ctx: Any, run_role: Any, wrap: A
         result = run_role(wrap(g))
         client.finish()
     finally:
-        (out_dir / "tee_heads.json").write_text(json.dumps(
+        from hefl._atomic import atomic_write_text
+
+        atomic_write_text(out_dir / "tee_heads.json", json.dumps(
             {"aggregator": agg_name, "claims": client.claims, "heads": client.heads}, indent=1))
     return result

@@ -21,6 +21,7 @@ from sklearn.preprocessing import LabelEncoder
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from hefl._atomic import atomic_write_text
 from hefl.errors import ConfigError, DataError
 from hefl.models._parties import TRANSPORTS, resolve_parties
 
@@ -52,10 +53,7 @@ def make_kit(he: str, key_size: int, backend: str, n_jobs: int | None, allow_ins
 
 def save_party_model(path: str | os.PathLike, model: dict) -> None:
     """Write one party's model as JSON, atomically (write, then rename)."""
-    path = Path(path)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(model, allow_nan=False, default=_json_default))
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(model, allow_nan=False, default=_json_default))
 
 
 def load_party_model(path: str | os.PathLike) -> dict:
@@ -230,7 +228,7 @@ class _SecureBoostBase(BaseEstimator):
         meta = {"kind": type(self).__name__, "parties": self.parties_, "params": self.get_params(deep=False),
                 "n_features_in": int(self.n_features_in_),
                 "classes": getattr(self, "classes_", np.array([])).tolist()}
-        (d / "estimator.json").write_text(json.dumps(meta, default=_json_default))
+        atomic_write_text(d / "estimator.json", json.dumps(meta, default=_json_default))
 
     @classmethod
     def load_model(cls, directory: str | os.PathLike):
