@@ -44,7 +44,7 @@ class HeteroLRAdapter(ModelAdapter):
             recv_timeout=float(job.config.timeouts.recv), **p,
         ).validate()
 
-    def fit(self, ctx, role, job, X, y, task, n_classes, reporter):
+    def fit(self, ctx, role, job, X, y, task, n_classes, reporter, *, checkpoint=None, resume=False):
         from hefl.models.hetero_lr import ActiveParty, Arbiter, PassiveParty
 
         params = job.model_params()

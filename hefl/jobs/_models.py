@@ -33,7 +33,10 @@ class ModelAdapter(ABC):
 
     @abstractmethod
     def fit(self, ctx, role: str, job: Job, X: np.ndarray | None, y: np.ndarray | None, task: str,
-            n_classes: int | None, reporter) -> dict:
+            n_classes: int | None, reporter, *, checkpoint=None, resume: bool = False) -> dict:
+        """Train this party's part; save its state to ``checkpoint`` (a
+        :class:`hefl.checkpoint.Checkpointer`) after every tree / epoch and, with
+        ``resume``, continue from the newest state all parties hold."""
         ...
 
     @abstractmethod
@@ -104,7 +107,7 @@ class SecureBoostAdapter(ModelAdapter):
         return BoostParams(objective=_OBJECTIVES[task], n_classes=n_classes if task == "multiclass" else None,
                            random_state=job.config.seed if rs is None else rs, **p)
 
-    def fit(self, ctx, role, job, X, y, task, n_classes, reporter):
+    def fit(self, ctx, role, job, X, y, task, n_classes, reporter, *, checkpoint=None, resume=False):
         from hefl.models.secureboost import ActiveParty, PassiveParty
         from hefl.models.secureboost.estimator import make_kit
 
@@ -122,7 +125,8 @@ class SecureBoostAdapter(ModelAdapter):
                     last[0] = cmd["round"]
                     reporter.update("train", cmd["round"], total)
 
-            model = ActiveParty(Watch(ctx, on), X, y, params, kit, job.passive, n_jobs=he.n_jobs).fit()
+            model = ActiveParty(Watch(ctx, on), X, y, params, kit, job.passive, n_jobs=he.n_jobs,
+                                checkpoint=checkpoint, resume=resume).fit()
             reporter.update("train", len(model["train_loss"]), total,
                             **{model["metric"]: f"{model['train_loss'][-1]:.4g}"} if model["train_loss"] else {})
             return model
@@ -139,7 +143,7 @@ class SecureBoostAdapter(ModelAdapter):
                     reporter.update("train", seen[0])
 
             return PassiveParty(Watch(ctx, on_passive), X, job.active, n_jobs=he.n_jobs,
-                                allow_insecure=he.allow_insecure, backend=he.backend).serve()
+                                allow_insecure=he.allow_insecure, backend=he.backend, checkpoint=checkpoint).serve()
         raise ConfigError(f"secureboost has no {role} role")
 
     def predict(self, ctx, role, job, model, X):

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from hefl._atomic import atomic_path, atomic_write_text
+from hefl.checkpoint import Checkpointer
 from hefl.errors import DataError, ProtocolError
 
 from ._data import PartyTable, read_table
@@ -38,8 +39,10 @@ log = logging.getLogger("hefl.jobs")
 
 
 @contextmanager
-def party_logging(path: Path, party: str, level: int = logging.INFO):
+def party_logging(path: Path, party: str, level: int = logging.INFO, append: bool = False):
     """Send ``hefl.*`` log records (and Python warnings) of this process to ``path``.
+
+    ``append``: keep what is there (a resumed run continues the log of the one it resumes).
 
     The console keeps showing what it showed before (its handlers are pinned to the
     root level), so the party log can be verbose without flooding the terminal.
@@ -50,7 +53,7 @@ def party_logging(path: Path, party: str, level: int = logging.INFO):
         if h.level == logging.NOTSET:
             h.setLevel(root.level)
             pinned.append(h)
-    fh = logging.FileHandler(path, mode="w", encoding="utf-8")
+    fh = logging.FileHandler(path, mode="a" if append else "w", encoding="utf-8")
     fh.setFormatter(logging.Formatter(f"%(asctime)s [{party}] %(name)s %(levelname)s: %(message)s"))
     fh.setLevel(level)
     loggers = [logging.getLogger("hefl"), logging.getLogger("py.warnings")]
@@ -75,10 +78,12 @@ def party_logging(path: Path, party: str, level: int = logging.INFO):
 
 
 def run_party(job: Job, name: str, ctx: Any, reporter: Reporter | None = None, *,
-              log_file: bool = True) -> dict:
+              log_file: bool = True, resume: bool = False) -> dict:
     """Run party ``name``'s steps of ``job`` over ``ctx``; returns a summary (JSON-able dict).
 
     ``log_file=False`` when the caller already sends the log to ``OUTPUT/<party>/party.log``.
+    ``resume``: training continues from the newest checkpoint all parties hold (each
+    party checkpoints under ``OUTPUT/<party>/checkpoints/train/``).
 
     Raises
     ------
@@ -88,10 +93,10 @@ def run_party(job: Job, name: str, ctx: Any, reporter: Reporter | None = None, *
     out = job.output / name
     out.mkdir(parents=True, exist_ok=True)
     reporter = reporter or Reporter(name, None)
-    party = _Party(job, name, ctx, reporter, out)
-    with party_logging(out / "party.log", name) if log_file else nullcontext():
-        log.info("job %s (%s): party %s, role %s, pid %d", job.name, job.path, name,
-                 job.parties[name].role, os.getpid())
+    party = _Party(job, name, ctx, reporter, out, resume)
+    with party_logging(out / "party.log", name, append=resume) if log_file else nullcontext():
+        log.info("job %s (%s): party %s, role %s, pid %d%s", job.name, job.path, name,
+                 job.parties[name].role, os.getpid(), " — resuming" if resume else "")
         try:
             return party.run()
         except BaseException as exc:
@@ -105,8 +110,9 @@ def run_party(job: Job, name: str, ctx: Any, reporter: Reporter | None = None, *
 
 
 class _Party:
-    def __init__(self, job: Job, name: str, ctx: Any, reporter: Reporter, out: Path):
+    def __init__(self, job: Job, name: str, ctx: Any, reporter: Reporter, out: Path, resume: bool = False):
         self.job = job
+        self.resume = resume
         self.name = name
         self.ctx = ctx
         self.rep = reporter
@@ -239,7 +245,8 @@ class _Party:
                 y = self.y[rows]
         n_classes = len(self.classes) if self.classes else None
         self.model = self.adapter.fit(self.ctx.sub("train"), self.role, self.job, X, y, self.task or "",
-                                      n_classes, self.rep)
+                                      n_classes, self.rep, checkpoint=Checkpointer(self.out / "checkpoints" / "train"),
+                                      resume=self.resume)
         self._save_model()
         self._importance_plot()
         tee = self.job.config.tee

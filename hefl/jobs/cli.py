@@ -27,6 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "that party runs, connected to the other parties at the addresses in the job (each host runs its "
         "own party; CurveZMQ encryption when the job lists keys)."),
         epilog="examples:\n  hefl run configs/quickstart.yaml\n"
+               "  hefl run configs/credit_secureboost.yaml --resume   # after a crash: from the last tree\n"
                "  hefl run configs/two_hosts.yaml --party guest     # on the guest's host\n"
                "  hefl run configs/two_hosts.yaml --party host      # on the host's host\n\n"
                "exit status: 0 done, 1 a party failed (its error is printed), 2 the job file has problems",
@@ -36,6 +37,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--output", metavar="DIR", help="write the outputs here (overrides the job's output key)")
     p.add_argument("--curve-secret-key", metavar="FILE",
                    help="this party's CurveZMQ secret key (overrides curve_secret_key; with --party)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue a stopped or killed run: training restarts from the newest tree/epoch "
+                        "checkpoint every party holds (the steps before training run again); with --party, "
+                        "give it on every host")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars (the summary is still printed)")
     p.set_defaults(func=_run)
 
@@ -126,9 +131,10 @@ def _run(args: argparse.Namespace) -> int:
         print(f"note: {w}", file=sys.stderr)
     try:
         if args.party:
-            res = run_one_party(job, args.party, curve_secret_key=args.curve_secret_key, progress=not args.quiet)
+            res = run_one_party(job, args.party, curve_secret_key=args.curve_secret_key, progress=not args.quiet,
+                                resume=args.resume)
         else:
-            res = run_job(job, progress=not args.quiet)
+            res = run_job(job, progress=not args.quiet, resume=args.resume)
     except ConfigError as exc:  # refused before any process started (e.g. a model not available)
         print(f"hefl run: {exc}", file=sys.stderr)
         return 2

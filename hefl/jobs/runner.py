@@ -82,7 +82,7 @@ def _participants(job: Job, only: str | None = None) -> dict[str, list[str]]:
     return {k: names for k in job.step_kinds}
 
 
-def _embedded_party(job: Job, name: str, conn: Any, ctx: Any) -> dict:
+def _embedded_party(job: Job, name: str, conn: Any, resume: bool, ctx: Any) -> dict:
     """A party process of an embedded run: progress and console log lines go to the launcher."""
     root = logging.getLogger()
     level = root.level
@@ -94,10 +94,10 @@ def _embedded_party(job: Job, name: str, conn: Any, ctx: Any) -> dict:
     if not root.handlers[:-1] and level == logging.NOTSET:
         root.setLevel(logging.WARNING)
     rep = Reporter(name, conn.send)
-    return run_party(job, name, ctx, rep)
+    return run_party(job, name, ctx, rep, resume=resume)
 
 
-def run_job(job: Job, *, progress: bool = True, stream: TextIO | None = None) -> JobResult:
+def run_job(job: Job, *, progress: bool = True, stream: TextIO | None = None, resume: bool = False) -> JobResult:
     """Run every party of ``job`` on this machine, each in its own process.
 
     Parameters
@@ -108,6 +108,9 @@ def run_job(job: Job, *, progress: bool = True, stream: TextIO | None = None) ->
         Show progress bars (terminal) or step lines (otherwise) on ``stream``.
     stream : file, optional
         Default ``sys.stderr``.
+    resume : bool
+        Continue training from the newest checkpoint every party holds (``hefl run
+        --resume``; see :mod:`hefl.checkpoint`); the steps before training run again.
 
     Raises
     ------
@@ -127,7 +130,7 @@ def run_job(job: Job, *, progress: bool = True, stream: TextIO | None = None) ->
         r, w = multiprocessing.Pipe(duplex=False)
         readers.append(r)
         writers[name] = w
-    fns = {name: functools.partial(_embedded_party, job, name, writers[name]) for name in job.parties}
+    fns = {name: functools.partial(_embedded_party, job, name, writers[name], resume) for name in job.parties}
     curve = True if job.curve_enabled() else None
     if job.config.tee is not None:
         from hefl.tee._jobs import prepare_embedded
@@ -173,7 +176,7 @@ def _preload(job: Job) -> None:
 
 
 def run_one_party(job: Job, name: str, *, curve_secret_key: str | None = None, progress: bool = True,
-                  stream: TextIO | None = None) -> JobResult:
+                  stream: TextIO | None = None, resume: bool = False) -> JobResult:
     """Run party ``name`` of ``job`` here, connected to the other hosts at their addresses.
 
     Raises
@@ -202,7 +205,7 @@ def run_one_party(job: Job, name: str, *, curve_secret_key: str | None = None, p
               f"(up to {cfg.timeouts.connect:.0f} s){'; CurveZMQ on' if secret else ''}", file=out, flush=True)
     t0 = time.perf_counter()
     display = Display(_participants(job, name), stream=out, enabled=progress)
-    with party_logging(job.output / name / "party.log", name):
+    with party_logging(job.output / name / "party.log", name, append=resume):
         log.info("job %s (%s): party %s connecting to %s; CurveZMQ %s", job.name, job.path, name,
                  ", ".join(f"{p} at {cfg.parties[p].address}" for p in peers), "on" if secret else "off")
         try:
@@ -218,7 +221,7 @@ def run_one_party(job: Job, name: str, *, curve_secret_key: str | None = None, p
         log.info("all peers are up")
         ok = False
         try:
-            result = run_party(job, name, ctx, Reporter(name, display.handle), log_file=False)
+            result = run_party(job, name, ctx, Reporter(name, display.handle), log_file=False, resume=resume)
             ok = True
         except BaseException as exc:
             if isinstance(exc, KeyboardInterrupt):

@@ -17,7 +17,7 @@ CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
 
 def test_shipped_configs_exist():
     names = {p.stem for p in CONFIGS}
-    assert {"quickstart", "default_credit_secureboost", "hetero_lr", "three_parties", "gpu", "two_hosts"} <= names
+    assert {"quickstart", "credit_secureboost", "hetero_lr", "three_parties", "gpu", "two_hosts"} <= names
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)

@@ -32,6 +32,7 @@ predicts.  No party sees another's raw features, thresholds, labels or gradients
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import secrets
 import time
@@ -40,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from hefl.checkpoint import Checkpointer, fingerprint, new_run_id, parse_offer, pick_common
 from hefl.errors import DataError, ProtocolError
 from hefl.he import load_public_kit, public_kit_to_wire
 
@@ -244,11 +246,19 @@ class ActiveParty:
         The HE kit (``paillier``, ``ou`` or ``mock``); its public part goes to the peers.
     passive : list of str
         Passive party names, in block order.
+    checkpoint : Checkpointer, optional
+        Save this party's state after every tree (and tell the passive parties to save
+        theirs); see :mod:`hefl.checkpoint`.
+    resume : bool
+        Continue from the newest tree every party has a checkpoint of (trains from the
+        start, saying so in the log, when there is none). Needs ``checkpoint``.
     """
 
     def __init__(self, ctx, X: np.ndarray, y: np.ndarray, params: BoostParams, kit, passive: list[str],
-                 *, n_jobs: int | None = None):
+                 *, n_jobs: int | None = None, checkpoint: Checkpointer | None = None, resume: bool = False):
         self.ctx = ctx
+        self.checkpoint = checkpoint
+        self.resume = bool(resume)
         self.X = np.asarray(X, dtype=np.float64)
         self.y_raw = np.asarray(y, dtype=np.float64)
         self.params = params
@@ -284,17 +294,24 @@ class ActiveParty:
         t = time.perf_counter()
         pub = self.kit.public_kit()
         self.ctx.register_kit(pub)  # compressed histograms come back under our own key
+        resume = self.resume and self.checkpoint is not None
+        extra = {"resume": True} if resume else {}
         for link in self.links:
-            link.command("setup", {"kit": public_kit_to_wire(pub)}, n_rows=n, max_bin=int(p.max_bin), n_outputs=k)
-        shapes = []
+            link.command("setup", {"kit": public_kit_to_wire(pub)}, n_rows=n, max_bin=int(p.max_bin), n_outputs=k,
+                         **extra)
+        shapes, offers = [], []
         for i, link in enumerate(self.links):
             ack = self.ctx.recv(link.peer, "setup-ack")
             if not isinstance(ack, dict) or not isinstance(ack.get("n_features"), int) \
                     or not isinstance(ack.get("n_bin_slots"), int) or ack["n_bin_slots"] < 2:
                 raise ProtocolError(f"malformed setup reply {ack!r}", peer=link.peer, tag="setup-ack")
             shapes.append((ack["n_features"], ack["n_bin_slots"]))
+            offers.append(parse_offer(ack.get("checkpoints"), link.peer, "setup-ack"))
         self.passive_shapes = shapes
         self.timer.add("network", time.perf_counter() - t)
+        fp = fingerprint("secureboost-active", {**dataclasses.asdict(p), "n_estimators": None}, self.X, self.y_raw,
+                         self.passive)
+        state = self._start(fp, offers) if self.checkpoint is not None else None
         blocks = FeatureBlocks((self.X.shape[1],) + tuple(s[0] for s in shapes))
         d_total = blocks.n_features
 
@@ -305,12 +322,23 @@ class ActiveParty:
         train_loss: list[float] = []
         valid_loss: list[float] = []
         best, best_round = np.inf, -1
+        first, stopped = 0, False
+        if state is not None:  # resumed: the state after tree ``first``
+            meta, arrays = state
+            first, trees, stopped = int(meta["step"]), list(meta["trees"]), bool(meta["stopped"])
+            train_loss, valid_loss = list(meta["train_loss"]), list(meta["valid_loss"])
+            best, best_round = float(meta["best"]), int(meta["best_round"])
+            rng.bit_generator.state = meta["rng"]
+            margin = np.array(arrays["margin"], dtype=np.float64)
+            if margin.shape != (n, k):
+                raise DataError(f"checkpoint margin has shape {margin.shape}, expected {(n, k)}")
         grow_params = p.grow_params()
         rows_per_tree = len(train) if p.subsample >= 1.0 else int(len(train) * p.subsample) + 64
-        if p.precompute and hasattr(self.kit, "precompute"):
-            self.kit.precompute(rows_per_tree * int(p.n_estimators), background=True, low_priority=True)
+        n_left = 0 if stopped else max(0, int(p.n_estimators) - first)
+        if p.precompute and hasattr(self.kit, "precompute") and n_left:
+            self.kit.precompute(rows_per_tree * n_left, background=True, low_priority=True)
 
-        for rnd in range(int(p.n_estimators)):
+        for rnd in range(first, first + n_left):
             gh_all = obj.gh(y, margin)
             rows = train
             if p.subsample < 1.0:
@@ -361,7 +389,13 @@ class ActiveParty:
                 if valid_loss[-1] < best:
                     best, best_round = valid_loss[-1], rnd
                 elif rnd - best_round >= int(p.early_stopping_rounds):
-                    break
+                    stopped = True
+            if self.checkpoint is not None:
+                self._save(rnd + 1, margin, {"trees": trees, "train_loss": train_loss, "valid_loss": valid_loss,
+                                             "best": best, "best_round": best_round, "stopped": stopped,
+                                             "rng": rng.bit_generator.state})
+            if stopped:
+                break
         for link in self.links:
             link.command("finish")
         if hasattr(self.kit, "cancel_precompute"):
@@ -381,6 +415,39 @@ class ActiveParty:
             "best_iteration": n_keep - 1,
             "timings": dict(self.timer.seconds),
         }
+
+    # -- checkpoints -----------------------------------------------------------------
+    def _start(self, fp: str, offers: list[set]) -> tuple[dict, dict] | None:
+        """Agree on where training starts; returns the state to resume from, if any."""
+        assert self.checkpoint is not None
+        ck = self.checkpoint
+        state = None
+        if self.resume:
+            at = pick_common(ck.offers(fp), offers)
+            if at is None:
+                log.warning("resume: no checkpoint that every party holds (this party has trees %s): "
+                            "training from the first tree", ck.steps() or "none")
+            else:
+                meta, arrays = ck.load(at[1])
+                if meta.get("run_id") != at[0]:  # a newer save replaced it between offers() and now
+                    raise DataError(f"checkpoint {at[1]} changed while resuming")
+                state = (meta, arrays)
+                log.info("resume: continuing run %s after tree %d (the newest every party has)", at[0], at[1])
+        if state is None:
+            ck.clear()
+            self.run_id, step = new_run_id(), 0
+        else:
+            self.run_id, step = state[0]["run_id"], int(state[0]["step"])
+        self.fp = fp
+        for link in self.links:
+            link.command("start", run_id=self.run_id, round=step)
+        return state
+
+    def _save(self, step: int, margin: np.ndarray, meta: dict) -> None:
+        assert self.checkpoint is not None
+        self.checkpoint.save(step, {"run_id": self.run_id, "fingerprint": self.fp, **meta}, {"margin": margin})
+        for link in self.links:
+            link.command("checkpoint", round=step)
 
     def _route_rows(self, tree: Tree, rows: np.ndarray, dataset: str) -> np.ndarray:
         """Leaves of ``rows`` (not in the tree's row set) via own splits and passive decisions."""
@@ -422,11 +489,24 @@ class PassiveParty:
         Own features of the aligned rows (NaN = missing).
     active : str
         Name of the active party.
+    checkpoint : Checkpointer, optional
+        Where this party saves its private split table when the active party says a tree
+        is finished, and offers it back when the active party resumes a run.
+    permutation_seed : int, optional
+        Seed of this party's per-tree feature permutations (default: fresh from the OS
+        CSPRNG). It hides which feature a split is on from the active party, so it must
+        be this party's secret: never derive it from anything a peer knows. The state of
+        the permutations is part of the checkpoint, so a resumed run continues exactly
+        as the interrupted one would have; two *fresh* runs can differ where two passive
+        features give exactly the same gain (the permutation breaks the tie).
     """
 
     def __init__(self, ctx, X: np.ndarray, active: str, *, n_jobs: int | None = None,
-                 allow_insecure: bool = False, backend: str = "auto"):
+                 allow_insecure: bool = False, backend: str = "auto", checkpoint: Checkpointer | None = None,
+                 permutation_seed: int | None = None):
         self.ctx = ctx
+        self.checkpoint = checkpoint
+        self.run_id: str | None = None
         self.n_jobs = n_jobs
         self.allow_insecure = allow_insecure
         self.backend = backend
@@ -434,7 +514,8 @@ class PassiveParty:
         self.active = active
         self.splits: list[dict] = []
         self.timer = PhaseTimer()
-        self._rng = np.random.default_rng(secrets.randbits(128))  # permutations: never seeded by peers
+        # permutations: never seeded by peers
+        self._rng = np.random.default_rng(secrets.randbits(128) if permutation_seed is None else permutation_seed)
 
     def serve(self) -> dict:
         """Answer the active party's commands until it says ``finish``; returns this party's model."""
@@ -457,6 +538,10 @@ class PassiveParty:
                 self._split(cmd, sub)
             elif op == "decide":
                 self._decide(cmd, sub, self.X)
+            elif op == "start":
+                self._start(cmd, tag)
+            elif op == "checkpoint":
+                self._checkpoint(cmd, tag)
             elif op == "finish":
                 break
             else:
@@ -490,8 +575,37 @@ class PassiveParty:
         self.binner = QuantileBinner(max_bin=mb).fit(self.X)
         self.bins = self.binner.transform(self.X).astype(np.int32)
         self.n_bin_slots = self.binner.n_bin_slots
-        self.ctx.send(self.active, "setup-ack", {"n_features": int(self.X.shape[1]),
-                                                 "n_bin_slots": int(self.n_bin_slots)})
+        ack: dict[str, Any] = {"n_features": int(self.X.shape[1]), "n_bin_slots": int(self.n_bin_slots)}
+        self.fp = fingerprint("secureboost-passive", mb, self.X)
+        if cmd.get("resume") is True and self.checkpoint is not None:
+            ack["checkpoints"] = [[rid, step] for rid, step in self.checkpoint.offers(self.fp)]
+        self.ctx.send(self.active, "setup-ack", ack)
+
+    def _start(self, cmd: dict, tag: str) -> None:
+        rid, step = cmd.get("run_id"), cmd.get("round")
+        if not (isinstance(rid, str) and len(rid) == 32 and isinstance(step, int) and step >= 0):
+            raise ProtocolError(f"malformed start command {cmd!r}", peer=self.active, tag=tag)
+        if step == 0:
+            self.splits = []
+            if self.checkpoint is not None:
+                self.checkpoint.clear()
+        else:
+            if self.checkpoint is None or (rid, step) not in set(self.checkpoint.offers(self.fp)):
+                raise ProtocolError(f"asked to resume run {rid} after tree {step}, which this party has no "
+                                    "checkpoint of", peer=self.active, tag=tag)
+            meta, _ = self.checkpoint.load(step)
+            self.splits = [dict(s) for s in meta["splits"]]
+            self._rng.bit_generator.state = meta["rng"]
+            log.info("resume: continuing run %s after tree %d with %d private splits", rid, step, len(self.splits))
+        self.run_id = rid
+
+    def _checkpoint(self, cmd: dict, tag: str) -> None:
+        step = cmd.get("round")
+        if not isinstance(step, int) or step < 1 or self.run_id is None:
+            raise ProtocolError(f"malformed checkpoint command {cmd!r}", peer=self.active, tag=tag)
+        if self.checkpoint is not None:
+            self.checkpoint.save(step, {"run_id": self.run_id, "fingerprint": self.fp, "splits": self.splits,
+                                        "rng": self._rng.bit_generator.state})
 
     def _tree(self, cmd: dict, sub) -> None:
         rows = np.asarray(sub.recv(self.active, "rows"), dtype=np.int64)
