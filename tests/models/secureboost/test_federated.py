@@ -8,7 +8,6 @@ from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import train_test_split
 
 from hefl.errors import ConfigError, DataError
-from hefl.he import CipherArray
 from hefl.models.secureboost import PlainBooster, SecureBoostClassifier, SecureBoostRegressor
 
 from .helpers import load_dataset, make_data
@@ -75,75 +74,6 @@ def test_multiclass_and_regression_vs_xgboost():
         refs.append(np.sqrt(np.mean((xgb.XGBRegressor(**params, tree_method="hist", n_jobs=1)
                                      .fit(Xtr, ytr).predict(Xte) - yte) ** 2)))
     assert np.mean(errs) <= 1.02 * np.mean(refs)
-
-
-class _Recorder:
-    """Wraps a PartyContext and records every object the party receives."""
-
-    def __init__(self, ctx, log):
-        self._ctx, self._log = ctx, log
-
-    def __getattr__(self, name):
-        return getattr(self._ctx, name)
-
-    def sub(self, name):
-        return _Recorder(self._ctx.sub(name), self._log)
-
-    def recv(self, peer, tag, timeout=None):
-        obj = self._ctx.recv(peer, tag, timeout)
-        self._log.append((peer, tag, obj))
-        return obj
-
-
-def _plain_floats(obj) -> list:
-    """Every float that travels in the clear inside a received object."""
-    if isinstance(obj, CipherArray):
-        return []
-    if isinstance(obj, np.ndarray):
-        return obj.ravel().tolist() if obj.dtype.kind in "fc" else []
-    if isinstance(obj, dict):
-        return [v for x in obj.values() for v in _plain_floats(x)]
-    if isinstance(obj, (list, tuple)):
-        return [v for x in obj for v in _plain_floats(x)]
-    return [obj] if isinstance(obj, float) else []
-
-
-def test_messages_leak_no_labels_gradients_features_or_thresholds():
-    from hefl.federation import run_threads
-    from hefl.he import mock
-    from hefl.models.secureboost import ActiveParty, BoostParams, PassiveParty
-
-    X, y = make_data("binary", n=300, d=6, nan=0.05, seed=3)
-    params = BoostParams(n_estimators=3, max_depth=3, subsample=0.8, early_stopping_rounds=2, random_state=0)
-    got = {"guest": [], "host": []}
-
-    def active(ctx):
-        return ActiveParty(_Recorder(ctx, got["guest"]), X[:, :3], y, params, mock.keygen(1024), ["host"]).fit()
-
-    def passive(ctx):
-        return PassiveParty(_Recorder(ctx, got["host"]), X[:, 3:], "guest", allow_insecure=True).serve()
-
-    res = run_threads({"guest": active, "host": passive})
-    assert got["host"] and got["guest"]
-    # the passive party receives ciphertexts, row indices and masks — never a plaintext float
-    for peer, tag, obj in got["host"]:
-        assert _plain_floats(obj) == [], (tag, type(obj))
-        if isinstance(obj, np.ndarray):
-            assert obj.dtype.kind in "biu", tag
-    assert any(isinstance(o, CipherArray) for _, _, o in got["host"])
-    # the active party never receives raw features or thresholds: only masks, ids, counts, ciphertexts
-    thresholds = {float(s["threshold"]) for s in res["host"]["splits"]}
-    for peer, tag, obj in got["guest"]:
-        floats = _plain_floats(obj)
-        assert floats == [], (tag, floats[:3])
-        if isinstance(obj, np.ndarray):
-            assert obj.dtype.kind in "biu", tag
-    assert thresholds  # the passive party did split, privately
-    # the active copy of the trees holds no passive threshold
-    for t in res["guest"]["trees"]:
-        for b, thr in zip(t["block"], t["threshold"]):
-            if b == 1:
-                assert thr in ("nan", None) or (isinstance(thr, float) and np.isnan(thr))
 
 
 def test_nan_subsample_colsample_lossguide_and_early_stopping():
