@@ -2,6 +2,8 @@
 
 Training runs the model's roles (``ActiveParty`` / ``PassiveParty`` / ``Arbiter``): the
 two-party protocol without an arbiter party in the job, the arbiter protocol with one.
+Every role saves its state after each epoch to the runner's checkpointer, and ``hefl run
+--resume`` continues from the newest epoch all parties saved (see the roles' module).
 
 Prediction (evaluate / predict steps): each passive party sends its partial scores
 ``X_k w_k`` of the rows to predict to the active party, which adds its own
@@ -75,20 +77,20 @@ class HeteroLRAdapter(ModelAdapter):
             from hefl.tee._jobs import run_lr_role
 
             if role == "active":
-                role_fn = ActiveParty(X, targets, cfg, seed=int(seed)).run
+                role_fn = ActiveParty(X, targets, cfg, seed=int(seed), checkpoint=checkpoint, resume=resume).run
             elif role == "passive":
-                role_fn = PassiveParty(X, cfg).run
+                role_fn = PassiveParty(X, cfg, checkpoint=checkpoint).run
             else:
-                role_fn = Arbiter(cfg).run
+                role_fn = Arbiter(cfg, checkpoint=checkpoint).run
             out = run_lr_role(job, ctx.self_name, role, ctx, role_fn, lambda g: Watch(g, on))
             return self._model(role, task, out)
         wctx = Watch(ctx, on)
         if role == "active":
-            out = ActiveParty(X, targets, cfg, seed=int(seed)).run(wctx)
+            out = ActiveParty(X, targets, cfg, seed=int(seed), checkpoint=checkpoint, resume=resume).run(wctx)
         elif role == "passive":
-            out = PassiveParty(X, cfg).run(wctx)
+            out = PassiveParty(X, cfg, checkpoint=checkpoint).run(wctx)
         elif role == "arbiter":
-            out = Arbiter(cfg).run(wctx)
+            out = Arbiter(cfg, checkpoint=checkpoint).run(wctx)
         else:
             raise ConfigError(f"hetero_lr has no {role} role")
         return self._model(role, task, out)

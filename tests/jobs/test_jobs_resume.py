@@ -96,3 +96,50 @@ def test_a_fresh_run_discards_old_checkpoints(tmp_path, job_doc):
     run_job(load_job(path), progress=False)  # not --resume: a new run id, new files
     second = {p.name: p.read_bytes() for p in ck.iterdir()}
     assert first.keys() == second.keys() and all(first[k] != second[k] for k in first)
+
+
+@pytest.mark.parametrize("protocol, victim", [("two_party", "host"), ("arbiter", "arbiter")])
+def test_hetero_lr_resume_after_a_killed_party_gives_the_uninterrupted_model(tmp_path, job_doc, monkeypatch,
+                                                                             protocol, victim):
+    from hefl import checkpoint
+    from hefl.jobs._models import unavailable_reason
+
+    if unavailable_reason("hetero_lr"):
+        pytest.skip(unavailable_reason("hetero_lr"))
+    job_doc["steps"][1] = {"train": {"model": "hetero_lr", "params": {"max_iter": 4, "batch_size": 128}}}
+    if protocol == "arbiter":
+        job_doc["parties"]["arbiter"] = {"role": "arbiter"}
+    job_doc["timeouts"]["heartbeat"] = 3
+    job_doc["output"] = str(tmp_path / "ref")
+    run_job(load_job(write_yaml(tmp_path / "ref.yaml", job_doc)), progress=False)
+    ref = _models(tmp_path / "ref")
+
+    job_doc["output"] = str(tmp_path / "run")
+    path = write_yaml(tmp_path / "job.yaml", job_doc)
+    orig = checkpoint.Checkpointer.save
+
+    def dying(self, step, *a, **kw):  # SIGKILL the victim's process as it is about to save epoch 3
+        if step == 3 and self.directory.parts[-3] == victim:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return orig(self, step, *a, **kw)
+
+    monkeypatch.setattr(checkpoint.Checkpointer, "save", dying)
+    with pytest.raises(PartyFailed):
+        run_job(load_job(path), progress=False)
+    monkeypatch.setattr(checkpoint.Checkpointer, "save", orig)
+    ck = sorted(p.name for p in (tmp_path / "run" / victim / "checkpoints" / "train").iterdir())
+    assert ck == ["ckpt-000001.npz", "ckpt-000002.npz"]
+    assert not (tmp_path / "run" / "guest" / "model.json").exists()
+
+    res = run_job(load_job(path), progress=False, resume=True)
+    got = _models(tmp_path / "run")
+    for k in ("coef", "intercept", "n_iter", "loss_curve"):
+        assert got[0][k] == ref[0][k], k
+    assert got[1]["coef"] == ref[1]["coef"]
+    if protocol == "arbiter":
+        arb = [json.loads((tmp_path / d / "arbiter" / "model.json").read_text()) for d in ("run", "ref")]
+        assert arb[0]["loss_curve"] == arb[1]["loss_curve"] and len(arb[0]["loss_curve"][0]) == 4
+    assert res.parties["guest"]["metrics"] == json.loads(
+        (tmp_path / "ref" / "guest" / "metrics.json").read_text())["evaluation"]
+    log = (tmp_path / "run" / "guest" / "party.log").read_text()
+    assert "after epoch 2 (the newest every party has)" in log

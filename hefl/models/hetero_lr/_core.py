@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from hefl.errors import ConfigError
+from hefl.errors import ConfigError, DataError
 
 __all__ = [
     "OPTIMIZERS",
@@ -267,6 +267,27 @@ class Optimizer:
             shrunk = np.sign(w) * np.maximum(np.abs(w) - thr, 0.0)
             w = np.where(self.penalized, shrunk, w)
         return w
+
+    # checkpoints: the mutable state as plain values and arrays (never pickle) ----------
+    def get_state(self) -> tuple[dict, dict[str, np.ndarray]]:
+        """``(meta, arrays)``: the step count (JSON-able) and the moment vectors ``m``, ``v``.
+
+        Together with the weights this is all a resumed run needs to take exactly the
+        steps an uninterrupted one would (the learning-rate decay depends on ``t``).
+        """
+        return {"kind": self.kind, "t": int(self.t)}, {"m": np.array(self.m, dtype=np.float64),
+                                                       "v": np.array(self.v, dtype=np.float64)}
+
+    def set_state(self, meta: dict, arrays: dict[str, np.ndarray]) -> None:
+        """Restore what :meth:`get_state` returned (checked against this optimiser's shape)."""
+        t = meta.get("t")
+        if meta.get("kind") != self.kind or not isinstance(t, int) or isinstance(t, bool) or t < 0:
+            raise DataError(f"optimiser state {meta!r} does not fit a {self.kind!r} optimiser")
+        m = np.asarray(arrays.get("m"), dtype=np.float64)
+        v = np.asarray(arrays.get("v"), dtype=np.float64)
+        if m.shape != self.penalized.shape or v.shape != self.penalized.shape:
+            raise DataError(f"optimiser state of shapes {m.shape} / {v.shape}, expected {self.penalized.shape}")
+        self.t, self.m, self.v = t, m.copy(), v.copy()
 
 
 def make_optimizer(cfg: LRConfig, n_weights: int, intercept: bool) -> Optimizer:

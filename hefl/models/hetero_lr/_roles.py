@@ -43,6 +43,25 @@ Per mini-batch::
 The arbiter sees masked gradients and the loss; it decides early stopping.  This is the
 role the TEE aggregator will host.
 
+Checkpoints and resume
+----------------------
+With a :class:`~hefl.checkpoint.Checkpointer` every party saves its own state after each
+epoch (after the epoch's ``stop`` flag: no ciphertext and no mask outlives an epoch in
+either protocol or scheme, so nothing encrypted is saved and every key pair is simply
+made afresh on resume).  The step of a checkpoint is the number of epochs done over all
+one-vs-rest problems so far.  Saved: active ``w``, ``b``, optimiser state, losses, epoch
+times and the finished problems' results; passive ``w``, optimiser state and finished
+problems' weights; arbiter the loss curves.  Stop decisions are saved too, so a problem
+that had stopped is not trained further.  Between ``setup`` and the keys::
+
+    k, C → A   offer/setup   [[run_id, step], …]  (checkpoints matching the party's inputs;
+                                                  empty unless setup asked to resume)
+    A → k, C   start/setup   {run_id, step}       (the newest common one, or a new run at 0)
+
+A party asked to start from a checkpoint it does not hold raises :class:`ProtocolError`.
+(Both tags end in ``setup``: the TEE aggregator's policy classifies them as ``lr.setup``.)
+Only ``(run_id, step)`` pairs cross the network.
+
 What each party learns (semi-honest, non-colluding): its own gradient per batch; A the batch
 loss (two party) or C the batch loss (arbiter); in the two-party protocol A also opens the
 sum of the passive parties' loss pieces ``Σ d·u_k + 2n·pen_k``, and with several passive
@@ -63,6 +82,7 @@ from typing import Any
 
 import numpy as np
 
+from hefl.checkpoint import Checkpointer, fingerprint, new_run_id, parse_offer, pick_common
 from hefl.errors import DataError, ProtocolError
 
 from ._core import (
@@ -164,11 +184,67 @@ def _stop(flag: Any, peer: str) -> bool:
     return flag
 
 
+# ----------------------------------------------------------------------------- checkpoints
+
+#: settings that do not change the model: a checkpoint stays valid when they change
+#: (``max_iter`` too: a resumed run may train longer or stop earlier)
+_RUNTIME_ONLY = ("max_iter", "n_jobs", "backend", "recv_timeout")
+
+
+def _config_print(cfg: LRConfig) -> dict:
+    return {k: v for k, v in cfg.to_dict().items() if k not in _RUNTIME_ONLY}
+
+
+def _opt_state(opt) -> tuple[dict, dict[str, np.ndarray]]:
+    meta, arrays = opt.get_state()
+    return meta, {f"opt_{k}": v for k, v in arrays.items()}
+
+
+def _set_opt_state(opt, meta: dict, arrays: dict[str, np.ndarray]) -> None:
+    opt.set_state(meta, {k[4:]: v for k, v in arrays.items() if k.startswith("opt_")})
+
+
+def _position(meta: dict, n_problems: int) -> tuple[int, int, bool]:
+    """``(problem, epochs done in it, stopped)`` of a loaded checkpoint, checked."""
+    c, e, stopped = meta.get("problem"), meta.get("epoch"), meta.get("stopped")
+    if not (isinstance(c, int) and isinstance(e, int) and isinstance(stopped, bool)
+            and 0 <= c < n_problems and e >= 1):
+        raise DataError(f"checkpoint {meta.get('step')} does not fit this run ({n_problems} problem(s))")
+    return c, e, stopped
+
+
+def _join(ctx, cfg: LRConfig, setup: dict, checkpoint: Checkpointer | None, fp: str
+          ) -> tuple[str, int, tuple[dict, dict] | None]:
+    """Passive / arbiter side of the resume handshake: offer, then start where A says.
+
+    Returns ``(run_id, step, state)``, ``state`` the loaded checkpoint (``None`` at step 0,
+    where this party's old checkpoints are removed: a new run starts).
+    """
+    ask = setup.get("resume") is True and checkpoint is not None
+    offer = [[rid, st] for rid, st in checkpoint.offers(fp)] if ask else []
+    ctx.sub("offer").send(cfg.active, "setup", offer)
+    tag = ctx.tag("start/setup")
+    start = ctx.sub("start").recv(cfg.active, "setup")
+    if not isinstance(start, dict) or set(start) != {"run_id", "step"}:
+        raise ProtocolError(f"malformed start message {start!r}", peer=cfg.active, tag=tag)
+    ((rid, step),) = parse_offer([[start["run_id"], start["step"]]], cfg.active, tag)
+    if step == 0:
+        if checkpoint is not None:
+            checkpoint.clear()
+        return rid, 0, None
+    if checkpoint is None or (rid, step) not in set(checkpoint.offers(fp)):
+        raise ProtocolError(f"asked to resume run {rid} after epoch {step}, which this party has no "
+                            "checkpoint of", peer=cfg.active, tag=tag)
+    meta, arrays = checkpoint.load(step)
+    log.info("resume: continuing run %s after epoch %d", rid, step)
+    return rid, step, (meta, arrays)
+
+
 # ----------------------------------------------------------------------------- active
 
 
 class ActiveParty:
-    """The label holder: computes the residual terms, owns the intercept.
+    """The label holder: computes the residual terms, owns the intercept, leads the protocol.
 
     Parameters
     ----------
@@ -179,10 +255,18 @@ class ActiveParty:
     config : LRConfig
         The job's shared configuration.
     seed : int, optional
-        Batch-order seed shared with the other parties (fresh when ``None``).
+        Batch-order seed shared with the other parties (fresh when ``None``; when resuming,
+        the seed of this party's newest checkpoint).
+    checkpoint : Checkpointer, optional
+        Save this party's state after every epoch (the other parties save theirs when they
+        learn the epoch's stop flag); see :mod:`hefl.checkpoint`.
+    resume : bool
+        Continue from the newest epoch every party has a checkpoint of (trains from the
+        first epoch, saying so in the log, when there is none). Needs ``checkpoint``.
     """
 
-    def __init__(self, X: np.ndarray, y: np.ndarray, config: LRConfig, *, seed: int | None = None):
+    def __init__(self, X: np.ndarray, y: np.ndarray, config: LRConfig, *, seed: int | None = None,
+                 checkpoint: Checkpointer | None = None, resume: bool = False):
         self.cfg = config.validate()
         self.X = _as_matrix(X, config.active)
         y = np.asarray(y, dtype=np.float64)
@@ -192,6 +276,8 @@ class ActiveParty:
         if not np.all(np.isfinite(self.Y)):
             raise DataError("labels contain NaN or infinity")
         self.seed = seed
+        self.checkpoint = checkpoint
+        self.resume = bool(resume) and checkpoint is not None
 
     def run(self, ctx) -> dict:
         cfg = self.cfg
@@ -210,10 +296,13 @@ class ActiveParty:
                                 "align the rows (PSI) first")
             cols[p] = int(sh["n_features"])
         width = next_pow2(max([fa + fi + 1] + [cols[p] + 1 for p in passives]))
-        seed = int(self.seed) if self.seed is not None else secrets.randbits(62)
-        setup = {"seed": seed, "n_problems": int(self.Y.shape[1]), "width": width, "n_samples": n,
-                 "columns": cols}
+        seed = self._seed_ = self._seed()
+        n_problems = int(self.Y.shape[1])
+        setup = {"seed": seed, "n_problems": n_problems, "width": width, "n_samples": n,
+                 "columns": cols, "resume": self.resume}
         ctx.broadcast("setup", setup)
+        self.fp = fingerprint("hetero-lr-active", _config_print(cfg), seed, self.X, self.Y)
+        state = self._start(ctx, n_problems)
         if cfg.protocol == "two_party":
             mine = _publish_key(ctx, cfg, passives)
             keys = ctx.gather("pubkey", peers=passives)
@@ -228,13 +317,94 @@ class ActiveParty:
             keys_ = (None, arb_eng, {})
         out: dict[str, list] = {"coef": [], "intercept": [], "n_iter": [], "loss_curve": [],
                                 "epoch_seconds": []}
-        for c in range(self.Y.shape[1]):
-            res = self._train(ctx.sub(f"p{c}"), self.Y[:, c], seed, cols, keys_)
+        first = 0
+        if state is not None:
+            meta, arrays = state
+            first = _position(meta, n_problems)[0]
+            done = meta.get("finished")
+            if not isinstance(done, list) or len(done) != first:
+                raise DataError(f"checkpoint {self._step} lists {done!r} as finished problems before problem {first}")
+            for c, res in enumerate(done):
+                out["coef"].append(np.array(arrays[f"coef_{c}"], dtype=np.float64))
+                out["intercept"].append(float(res["intercept"]))
+                out["n_iter"].append(int(res["n_iter"]))
+                out["loss_curve"].append([float(v) for v in res["loss_curve"]])
+                out["epoch_seconds"].append([float(v) for v in res["epoch_seconds"]])
+        self._finished = out
+        for c in range(first, n_problems):
+            res = self._train(ctx.sub(f"p{c}"), c, self.Y[:, c], seed, cols, keys_,
+                              state if c == first else None)
             for k, v in res.items():
                 out[k].append(v)
         return out
 
-    def _train(self, pctx, y: np.ndarray, seed: int, cols: dict, keys_: tuple[Any, Any, Any]) -> dict:
+    # -- checkpoints -----------------------------------------------------------------
+    def _seed(self) -> int:
+        if self.seed is not None:
+            return int(self.seed)
+        if self.resume:  # no seed given: the interrupted run's, from this party's newest checkpoint
+            for st in reversed(self.checkpoint.steps()):
+                try:
+                    meta, _ = self.checkpoint.load(st)
+                except Exception as exc:  # noqa: BLE001 - offers() warns about it; only a seed is looked for
+                    log.debug("no seed from checkpoint %d: %s", st, exc)
+                    continue
+                if isinstance(meta.get("seed"), int) and not isinstance(meta.get("seed"), bool):
+                    return int(meta["seed"])
+        return secrets.randbits(62)
+
+    def _start(self, ctx, n_problems: int) -> tuple[dict, dict] | None:
+        """Agree on where training starts (every other party offers, this one picks)."""
+        cfg = self.cfg
+        peers = list(cfg.passives) + ([str(cfg.arbiter)] if cfg.arbiter else [])
+        tag = ctx.tag("offer/setup")
+        got = ctx.sub("offer").gather("setup", peers=peers)
+        offers = [parse_offer(got[p], p, tag) for p in peers]
+        ck = self.checkpoint
+        state = None
+        if self.resume:
+            at = pick_common(ck.offers(self.fp), offers)
+            if at is None:
+                log.warning("resume: no checkpoint that every party holds (this party has epochs %s): "
+                            "training from the first epoch", ck.steps() or "none")
+            else:
+                meta, arrays = ck.load(at[1])
+                if meta.get("run_id") != at[0]:  # a newer save replaced it between offers() and now
+                    raise DataError(f"checkpoint {at[1]} changed while resuming")
+                c, e, stopped = _position(meta, n_problems)
+                state = (meta, arrays)
+                log.info("resume: continuing run %s after epoch %d (the newest every party has): "
+                         "problem %d of %d, %d epoch(s) done%s", at[0], at[1], c + 1, n_problems, e,
+                         ", stopped" if stopped else "")
+        if state is None:
+            if ck is not None:
+                ck.clear()
+            self.run_id, self._step = new_run_id(), 0
+        else:
+            self.run_id, self._step = str(state[0]["run_id"]), int(state[0]["step"])
+        ctx.sub("start").broadcast("setup", {"run_id": self.run_id, "step": self._step}, peers=peers)
+        return state
+
+    def _save(self, c: int, epoch: int, stopped: bool, w: np.ndarray, b: float, opt, losses: list,
+              times: list) -> None:
+        self._step += 1
+        if self.checkpoint is None:
+            return
+        done = self._finished
+        opt_meta, arrays = _opt_state(opt)
+        arrays["w"] = w
+        for k, coef in enumerate(done["coef"]):
+            arrays[f"coef_{k}"] = np.asarray(coef, dtype=np.float64)
+        finished = [{"intercept": float(done["intercept"][k]), "n_iter": int(done["n_iter"][k]),
+                     "loss_curve": list(done["loss_curve"][k]), "epoch_seconds": list(done["epoch_seconds"][k])}
+                    for k in range(len(done["coef"]))]
+        self.checkpoint.save(self._step, {
+            "run_id": self.run_id, "fingerprint": self.fp, "seed": self._seed_, "problem": c, "epoch": epoch,
+            "stopped": stopped, "b": float(b), "losses": list(losses), "times": list(times), "opt": opt_meta,
+            "finished": finished}, arrays)
+
+    def _train(self, pctx, prob: int, y: np.ndarray, seed: int, cols: dict, keys_: tuple[Any, Any, Any],
+               state: tuple[dict, dict] | None = None) -> dict:
         cfg = self.cfg
         arbiter = str(cfg.arbiter)
         X = self.X
@@ -250,7 +420,19 @@ class ActiveParty:
         losses: list[float] = []
         times: list[float] = []
         n_iter = 0
-        for epoch in range(cfg.max_iter):
+        first, stopped = 0, False
+        if state is not None:  # resumed: the state after epoch ``first`` of this problem
+            meta, arrays = state
+            _, first, stopped = _position(meta, self.Y.shape[1])
+            w = np.array(arrays["w"], dtype=np.float64)
+            if w.shape != (fa,):
+                raise DataError(f"checkpoint weights of shape {w.shape}, expected {(fa,)}")
+            b = float(meta["b"])
+            _set_opt_state(opt, meta["opt"], arrays)
+            losses = [float(v) for v in meta["losses"]]
+            times = [float(v) for v in meta["times"]]
+            n_iter = first
+        for epoch in range(first, 0 if stopped else cfg.max_iter):
             ectx = pctx.sub(f"e{epoch}")
             t0 = time.perf_counter()
             batches = batch_slices(seed, epoch, n, cfg.batch_size)
@@ -317,6 +499,7 @@ class ActiveParty:
                 stop = _stop(ectx.recv(arbiter, "stop"), arbiter)
             if not (np.all(np.isfinite(w)) and math.isfinite(b)):
                 raise DataError("training diverged (non-finite weights): lower learning_rate or scale the features")
+            self._save(prob, n_iter, stop, w, b, opt, losses, times)
             if stop:
                 break
         return {"coef": w, "intercept": b, "n_iter": n_iter, "loss_curve": losses, "epoch_seconds": times}
@@ -333,11 +516,15 @@ class PassiveParty:
     X : ndarray of shape (n_samples, n_features_k)
         This party's columns, rows aligned with the active party's.
     config : LRConfig
+    checkpoint : Checkpointer, optional
+        Save this party's state after every epoch and offer it when the active party
+        resumes a run (see :mod:`hefl.checkpoint`).
     """
 
-    def __init__(self, X: np.ndarray, config: LRConfig):
+    def __init__(self, X: np.ndarray, config: LRConfig, *, checkpoint: Checkpointer | None = None):
         self.cfg = config.validate()
         self.X = X
+        self.checkpoint = checkpoint
 
     def run(self, ctx) -> dict:
         cfg = self.cfg
@@ -348,6 +535,8 @@ class PassiveParty:
         setup = _check_setup(ctx.recv(cfg.active, "setup"), cfg.active)
         if setup["n_samples"] != n:
             raise DataError(f"{me}: {n} rows, the active party has {setup['n_samples']}")
+        self.fp = fingerprint("hetero-lr-passive", _config_print(cfg), self.X)
+        self.run_id, self._step, state = _join(ctx, cfg, setup, self.checkpoint, self.fp)
         width = setup["width"]
         if cfg.protocol == "two_party":
             mine = _publish_key(ctx, cfg, [cfg.active])
@@ -358,12 +547,31 @@ class PassiveParty:
             mine, mine_eng = None, None
             arbiter = str(cfg.arbiter)
             other = make_engine(_peer_key(ctx, cfg, ctx.recv(arbiter, "pubkey"), arbiter), width=width)
-        coefs = []
-        for c in range(setup["n_problems"]):
-            coefs.append(self._train(ctx.sub(f"p{c}"), setup, mine, mine_eng, other))
+        coefs: list[np.ndarray] = []
+        first = 0
+        if state is not None:
+            meta, arrays = state
+            first = _position(meta, setup["n_problems"])[0]
+            coefs = [np.array(arrays[f"coef_{k}"], dtype=np.float64) for k in range(first)]
+        self._finished = coefs
+        for c in range(first, setup["n_problems"]):
+            coefs.append(self._train(ctx.sub(f"p{c}"), c, setup, mine, mine_eng, other,
+                                     state if c == first else None))
         return {"coef": coefs}
 
-    def _train(self, pctx, setup: dict, mine, mine_eng, other) -> np.ndarray:
+    def _save(self, prob: int, epoch: int, stopped: bool, w: np.ndarray, opt) -> None:
+        self._step += 1
+        if self.checkpoint is None:
+            return
+        opt_meta, arrays = _opt_state(opt)
+        arrays["w"] = w
+        for k, coef in enumerate(self._finished):
+            arrays[f"coef_{k}"] = coef
+        self.checkpoint.save(self._step, {"run_id": self.run_id, "fingerprint": self.fp, "problem": prob,
+                                          "epoch": epoch, "stopped": stopped, "opt": opt_meta}, arrays)
+
+    def _train(self, pctx, prob: int, setup: dict, mine, mine_eng, other,
+               state: tuple[dict, dict] | None = None) -> np.ndarray:
         cfg = self.cfg
         me = pctx.self_name
         X = self.X
@@ -373,7 +581,15 @@ class PassiveParty:
         n_active = int(setup["columns"].get(cfg.active, -1)) + 1
         w = np.zeros(fk)
         opt = make_optimizer(cfg, fk, False)
-        for epoch in range(cfg.max_iter):
+        first, stopped = 0, False
+        if state is not None:  # resumed: the state after epoch ``first`` of this problem
+            meta, arrays = state
+            _, first, stopped = _position(meta, setup["n_problems"])
+            w = np.array(arrays["w"], dtype=np.float64)
+            if w.shape != (fk,):
+                raise DataError(f"checkpoint weights of shape {w.shape}, expected {(fk,)}")
+            _set_opt_state(opt, meta["opt"], arrays)
+        for epoch in range(first, 0 if stopped else cfg.max_iter):
             ectx = pctx.sub(f"e{epoch}")
             batches = batch_slices(setup["seed"], epoch, n, cfg.batch_size)
             for bi, idx in enumerate(batches):
@@ -424,7 +640,9 @@ class PassiveParty:
                 g = other.unmask(bctx.recv(target, "gd"), st)
                 w = opt.step(w, g / nb)
             src = cfg.active if two else str(cfg.arbiter)
-            if _stop(ectx.recv(src, "stop"), src):
+            stop = _stop(ectx.recv(src, "stop"), src)
+            self._save(prob, epoch + 1, stop, w, opt)
+            if stop:
                 break
         return w
 
@@ -450,10 +668,18 @@ class Arbiter:
 
     Opens masked gradients for the data parties, sums the masked loss pieces into the
     batch loss, and decides early stopping.  Holds no data.
+
+    Parameters
+    ----------
+    config : LRConfig
+    checkpoint : Checkpointer, optional
+        Save the loss curves and stop decisions after every epoch and offer them when the
+        active party resumes a run (the key pair is made afresh: nothing encrypted is kept).
     """
 
-    def __init__(self, config: LRConfig):
+    def __init__(self, config: LRConfig, *, checkpoint: Checkpointer | None = None):
         self.cfg = config.validate()
+        self.checkpoint = checkpoint
 
     def run(self, ctx) -> dict:
         cfg = self.cfg
@@ -463,17 +689,30 @@ class Arbiter:
         for p in data_parties:
             if not isinstance(cols.get(p), int) or cols[p] < 0:
                 raise ProtocolError(f"setup lacks the column count of {p!r}", peer=cfg.active, tag="setup")
+        self.fp = fingerprint("hetero-lr-arbiter", _config_print(cfg),
+                              {k: v for k, v in setup.items() if k != "resume"})
+        self.run_id, step, state = _join(ctx, cfg, setup, self.checkpoint, self.fp)
         kit = _publish_key(ctx, cfg, data_parties)
         eng = make_engine(kit, width=setup["width"])
         n = setup["n_samples"]
         additive = eng.scheme != "ckks"
         if additive:
             eng.precompute((1 + len(cfg.passives)) * min(cfg.batch_size, n))
-        curves, iters = [], []
-        for c in range(setup["n_problems"]):
+        curves: list[list[float]] = []
+        first, done, stopped = 0, 0, False
+        resumed: list[float] = []
+        if state is not None:  # resumed: the state after epoch ``done`` of problem ``first``
+            meta, _ = state
+            first, done, stopped = _position(meta, setup["n_problems"])
+            curves = [[float(v) for v in cv] for cv in meta["curves"]]
+            resumed = [float(v) for v in meta["losses"]]
+            if len(curves) != first or len(resumed) != done:
+                raise DataError(f"checkpoint {step} does not fit problem {first}, epoch {done}")
+        for c in range(first, setup["n_problems"]):
             pctx = ctx.sub(f"p{c}")
-            losses: list[float] = []
-            for epoch in range(cfg.max_iter):
+            losses: list[float] = resumed if c == first else []
+            start = done if c == first else 0
+            for epoch in range(start, 0 if (c == first and stopped) else cfg.max_iter):
                 ectx = pctx.sub(f"e{epoch}")
                 total = 0.0
                 batches = batch_slices(setup["seed"], epoch, n, cfg.batch_size)
@@ -497,8 +736,12 @@ class Arbiter:
                 losses.append(total / n)
                 stop = converged(losses, cfg.tol)
                 ectx.broadcast("stop", stop, peers=data_parties)
+                step += 1
+                if self.checkpoint is not None:
+                    self.checkpoint.save(step, {"run_id": self.run_id, "fingerprint": self.fp, "problem": c,
+                                                "epoch": epoch + 1, "stopped": stop, "losses": losses,
+                                                "curves": curves})
                 if stop:
                     break
             curves.append(losses)
-            iters.append(len(losses))
-        return {"loss_curve": curves, "n_iter": iters}
+        return {"loss_curve": curves, "n_iter": [len(cv) for cv in curves]}
