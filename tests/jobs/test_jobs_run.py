@@ -33,7 +33,9 @@ def test_quickstart_end_to_end(tmp_path):
     assert len(m["training_curve"]["train"]) == 10
     assert {"model.json", "metrics.json", "roc.png", "loss.png", "importance.png", "party.log"} <= \
         {p.name for p in (out / "guest").iterdir()}
-    assert {p.name for p in (out / "host").iterdir()} == {"model.json", "importance.png", "party.log"}
+    assert {p.name for p in (out / "host").iterdir()} == {"model.json", "importance.png", "party.log", "checkpoints"}
+    assert sorted(p.name for p in (out / "host" / "checkpoints" / "train").iterdir()) == [
+        "ckpt-000008.npz", "ckpt-000009.npz", "ckpt-000010.npz"]  # the newest three trees
     host_model = json.loads((out / "host" / "model.json").read_text())
     assert host_model["kind"] == "SecureBoostPassive" and host_model["splits"]
     guest_model = json.loads((out / "guest" / "model.json").read_text())
