@@ -4,7 +4,12 @@
 work), each with a :class:`~hefl.transport.ZmqChannel` on a free loopback port; the
 ports are picked by the kernel at bind time and then handed to every party by the
 parent, so there is no race for ports. The first failure -- a party raising, or a party
-process dying -- stops all the others (their whole process trees) and is re-raised.
+process dying -- is re-raised after the others have stopped: each survivor is told which
+party is gone (its ``recv`` / ``send`` with that party fail at once with ``PeerLostError``
+naming it, so it stops on its own, logs why and exits non-zero), gets
+:data:`FAILURE_GRACE` seconds to do so, and is then killed with everything it started.
+Each party runs in a process group of its own, so that nothing a party started -- not
+even the children of a party that was killed -- outlives the run.
 
 :func:`run_threads` runs every party as a thread over :class:`~hefl.transport.MemoryHub`
 channels: fast unit tests of protocol code.
@@ -44,6 +49,10 @@ T = TypeVar("T")
 
 #: Seconds the parties get to bind, exchange addresses and see each other.
 SETUP_TIMEOUT = 60.0
+
+#: Seconds the other parties get, once a party has failed or died, to stop on their own
+#: (they are told which peer is gone) before they are killed.
+FAILURE_GRACE = 3.0
 
 
 class RemoteTraceback(Exception):
@@ -171,6 +180,30 @@ def _die_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
+def _own_group() -> None:
+    """Make this party process the leader of a process group of its own (POSIX)."""
+    if hasattr(os, "setpgid"):
+        try:
+            os.setpgid(0, 0)
+        except OSError:  # pragma: no cover - e.g. already a session leader
+            pass
+
+
+def _watch_launcher(notices: Any, chan: Any) -> None:
+    """Thread of a party process: the launcher's notices ("party X is gone") mark peers lost,
+    so a party waiting on a dead peer fails at once with ``PeerLostError`` naming it."""
+    while True:
+        try:
+            kind, peer, reason = notices.recv()  # from our own launcher, never from a peer
+        except Exception:  # noqa: BLE001 - EOF: the launcher is done with us, or gone
+            return
+        if kind == "lost":
+            try:
+                chan.mark_lost(peer, reason)
+            except Exception:  # never let the watcher take the party down
+                log.debug("could not mark %s lost", peer, exc_info=True)
+
+
 def _error_report(exc: BaseException) -> tuple:
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     blob: bytes | None
@@ -183,14 +216,17 @@ def _error_report(exc: BaseException) -> tuple:
             str(exc), tb)
 
 
-def _party_main(name: str, fn: Callable[[PartyContext], Any], conn: Any, peers: list[str],
-                options: dict, parent_pid: int) -> None:
+def _party_main(name: str, fn: Callable[[PartyContext], Any], conn: Any, notices: Any,
+                peers: list[str], options: dict, parent_pid: int) -> None:
+    _own_group()
     _die_with_parent(parent_pid)
     from hefl.transport.zmq_channel import ZmqChannel
 
     chan = None
     try:
         chan = ZmqChannel(name, peers, bind="tcp://127.0.0.1:*", **options)
+        threading.Thread(target=_watch_launcher, args=(notices, chan), name=f"hefl-launcher-{name}",
+                         daemon=True).start()
         conn.send(("addr", chan.bound_address))
         _kind, addresses = conn.recv()
         chan.connect(addresses)
@@ -248,9 +284,12 @@ def _descendants(pids: list[int]) -> list[int]:
     return out
 
 
-def _kill_all(procs: list[Any]) -> None:
+def _kill_all(procs: list[Any], groups: bool = False) -> None:
+    """SIGKILL the party processes still alive and all their descendants; with ``groups``
+    also every party's process group, which still holds what a party that is already
+    dead had started (its orphans are no longer its descendants)."""
     alive = [p for p in procs if p.is_alive()]
-    if not alive:
+    if not alive and not groups:
         return
     victims = _descendants([p.pid for p in alive])
     for p in alive:
@@ -258,6 +297,14 @@ def _kill_all(procs: list[Any]) -> None:
             os.kill(p.pid, signal.SIGKILL)
         except OSError:
             pass
+    if groups and hasattr(os, "killpg"):
+        for p in procs:
+            if p.pid is None:
+                continue
+            try:
+                os.killpg(p.pid, signal.SIGKILL)  # the group the party made (see _own_group)
+            except OSError:  # gone already, or never made
+                pass
     for pid in victims:
         try:
             os.kill(pid, signal.SIGKILL)
@@ -333,8 +380,14 @@ def run_local(
     Exception
         The first failure: the exception a party raised (same type; its traceback text
         is the ``__cause__``, a note names the party), or ``PeerLostError`` naming a
-        party whose process died without reporting. Every other party process, and
-        everything it started, is killed first.
+        party whose process died without reporting. The other parties are told which
+        party is gone and get :data:`FAILURE_GRACE` seconds to stop on their own (they
+        fail with ``PeerLostError`` naming it); how each ended is in the error's notes
+        and in ``hefl_others`` (party -> one line). Then every party process, and
+        everything it started, is killed.
+    SystemExit
+        This process got SIGTERM or SIGHUP while the parties ran (the parties are
+        killed first).
     TimeoutError
         The run took longer than ``timeout``.
     """
@@ -350,19 +403,30 @@ def run_local(
             "heartbeat_timeout": heartbeat_timeout, "max_message_bytes": max_message_bytes}
     procs: dict[str, Any] = {}
     conns: dict[str, Any] = {}
+    notices: dict[str, Any] = {}
     start = time.monotonic()
     deadline = start + timeout
+    finished = False
+    handlers: dict = {}
     try:
         for n in names:
             parent_conn, child_conn = mp.Pipe(duplex=True)
+            notice_r, notice_w = mp.Pipe(duplex=False)
             p = mp.Process(
                 target=_party_main, name=f"hefl-party-{n}",
-                args=(n, fns[n], child_conn, [x for x in names if x != n],
+                args=(n, fns[n], child_conn, notice_r, [x for x in names if x != n],
                       {**base, **curve[n]}, os.getpid()),
             )
             p.start()
+            if method == "fork" and hasattr(os, "setpgid"):
+                try:  # the child does it too; whoever is first wins the race with a kill
+                    os.setpgid(p.pid, p.pid)
+                except OSError:
+                    pass
             child_conn.close()
-            procs[n], conns[n] = p, parent_conn
+            notice_r.close()
+            procs[n], conns[n], notices[n] = p, parent_conn, notice_w
+        handlers = _stop_on_signals()
 
         # Phase 1: every party binds a free port and tells us where.
         addresses: dict[str, str] = {}
@@ -378,7 +442,7 @@ def run_local(
                 if report and report[0] == "addr":
                     addresses[name] = report[1]
                 else:
-                    _raise_first([(name, report)], procs)
+                    _raise_first([(name, report)], procs, conns, notices, {}, 0.0)
         for n in names:
             conns[n].send(("peers", addresses))
 
@@ -399,14 +463,41 @@ def run_local(
                 else:
                     failures.append((name, report))
             if failures:
-                _raise_first(failures, procs)
+                _raise_first(failures, procs, conns, notices, results,
+                             min(deadline, time.monotonic() + FAILURE_GRACE))
         for n in names:
             procs[n].join(max(1.0, min(30.0, deadline - time.monotonic())))
+        finished = True
         return {n: results[n] for n in names}
     finally:
-        _kill_all(list(procs.values()))
-        for c in conns.values():
+        _kill_all(list(procs.values()), groups=not finished)
+        for c in [*conns.values(), *notices.values()]:
             c.close()
+        for sig, old in handlers.items():
+            signal.signal(sig, old)
+
+
+def _stop_on_signals() -> dict:
+    """While the parties run, SIGTERM and SIGHUP to this process (when left at their default,
+    which ends it on the spot) raise ``SystemExit`` instead, so that the parties' process
+    groups are killed on the way out. Main thread only; returns the handlers to restore."""
+    old: dict = {}
+    if threading.current_thread() is not threading.main_thread():
+        return old
+    for name in ("SIGTERM", "SIGHUP"):
+        sig = getattr(signal, name, None)
+        if sig is None:
+            continue
+        try:
+            if signal.getsignal(sig) is signal.SIG_DFL:
+                old[sig] = signal.signal(sig, _exit_on_signal)
+        except (OSError, ValueError):  # pragma: no cover
+            pass
+    return old
+
+
+def _exit_on_signal(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
 
 
 def _next_events(procs: dict, conns: dict, waiting: list[str],
@@ -456,7 +547,15 @@ def _exit_text(code: int) -> str:
         return f"was killed by signal {-code}"
 
 
-def _raise_first(failures: list[tuple[str, tuple | None]], procs: dict) -> None:
+def _raise_first(failures: list[tuple[str, tuple | None]], procs: dict, conns: dict,
+                 notices: dict, done: Mapping[str, Any], grace_deadline: float) -> None:
+    """Raise the first failure, once the other parties have stopped.
+
+    Every party still running is told which party is gone, and gets until
+    ``grace_deadline`` to stop on its own (it fails with ``PeerLostError`` naming that
+    party, logs it and exits non-zero); then it is killed. How each of them ended is
+    added to the raised error: a note per party, and ``hefl_others`` (party -> text).
+    """
     def ts(item: tuple[str, tuple | None]) -> float:
         rep = item[1]
         return rep[1] if rep else float("inf")
@@ -464,12 +563,50 @@ def _raise_first(failures: list[tuple[str, tuple | None]], procs: dict) -> None:
     name, report = min(failures, key=ts)
     if report and report[0] == "err":
         exc = _rebuild(name, report)
+        short = report[3].rsplit(".", 1)[-1]
+        first_line = (report[4].splitlines() or [""])[0][:300]
+        reason = f"party failed with {short}: {first_line}"
     else:
         how = report[2] if report else "exited"
         exc = PeerLostError(f"party process {how} before returning a result", peer=name)
-    others = [n for n, _ in failures if n != name]
-    if others:
-        _note(exc, f"parties {', '.join(others)} failed at about the same time")
+        reason = f"party process {how} (seen by the launcher)"
     log.debug("run_local: party %s failed; stopping the others", name)
-    _kill_all(list(procs.values()))
+    others: dict[str, tuple | None] = {n: rep for n, rep in failures if n != name}
+    waiting = [n for n, p in procs.items()
+               if n != name and n not in others and n not in done and p.is_alive()]
+    graced = time.monotonic() < grace_deadline
+    if graced:
+        for n in waiting:
+            try:
+                notices[n].send(("lost", name, reason))
+            except (OSError, ValueError):
+                pass
+        while waiting:
+            events = _next_events(procs, conns, waiting, grace_deadline)
+            if not events:
+                break
+            for n, rep in events:
+                others[n] = rep
+                waiting.remove(n)
+    texts = {n: _outcome(rep) for n, rep in others.items()}
+    if graced:
+        texts.update({n: "still running at the end of the grace period: killed" for n in waiting})
+    for n in sorted(texts):
+        _note(exc, f"party {n!r} then stopped: {texts[n]}")
+    try:
+        exc.hefl_others = texts  # type: ignore[attr-defined]
+    except (AttributeError, TypeError):  # pragma: no cover
+        pass
+    _kill_all(list(procs.values()), groups=True)
     raise exc
+
+
+def _outcome(report: tuple | None) -> str:
+    """One line on how a party ended, from its report."""
+    if report and report[0] == "err":
+        return f"{report[3].rsplit('.', 1)[-1]}: {(report[4].splitlines() or [''])[0]}"
+    if report and report[0] == "ok":
+        return "finished its part"
+    if report and report[0] == "died":
+        return f"its process {report[2]}"
+    return "exited"

@@ -42,12 +42,17 @@ class JobResult:
 
 
 class PartyFailed(Exception):
-    """A party of the job failed; ``party``, ``step`` and the original error as ``__cause__``."""
+    """A party of the job failed; ``party``, ``step`` and the original error as ``__cause__``.
+
+    ``others`` says how each other party of an embedded run ended (party -> text, e.g.
+    ``"PeerLostError: party process was killed by signal SIGKILL … (peer 'host', …)"``).
+    """
 
     def __init__(self, party: str | None, step: str | None, error: BaseException):
         self.party = party
         self.step = step
         self.error = error
+        self.others: dict[str, str] = dict(getattr(error, "hefl_others", None) or {})
         where = f"party {party!r}" if party else "a party"
         if step and step not in ("done",):
             where += f" failed in step {step!r}" if step != "load" else " failed reading its data"
@@ -143,7 +148,7 @@ def run_job(job: Job, *, progress: bool = True, stream: TextIO | None = None, re
         results = run_local(fns, timeout=t.job, recv_timeout=t.recv, curve_keys=curve,
                             heartbeat_timeout=t.heartbeat)
     except BaseException as exc:
-        if isinstance(exc, KeyboardInterrupt):
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):  # Ctrl-C, SIGTERM (see run_local)
             raise
         party, step = failure_origin(exc)
         raise PartyFailed(party, step, exc) from exc

@@ -290,6 +290,15 @@ class Channel(ABC):
                     )
                 self._wait_step(min(remaining, 1.0))
 
+    def mark_lost(self, peer: str, reason: str) -> None:
+        """Declare ``peer`` lost because something outside the channel saw it go (e.g. the
+        launcher of a local run saw its process die): every ``send`` to it and ``recv`` from
+        it fails with ``PeerLostError`` carrying ``reason``, without waiting for the
+        heartbeat timeout. No effect on a peer that has closed its channel."""
+        if peer not in self._state:
+            raise ValueError(f"unknown peer {peer!r}")
+        self._mark_lost(peer, reason)
+
     def pending_tags(self, peer: str) -> list[str]:
         """Tags buffered from ``peer`` that nobody has asked for yet (for diagnostics)."""
         with self._cond:
@@ -462,7 +471,7 @@ class Channel(ABC):
                     if st.closed:
                         raise PeerLostError(
                             "peer closed its channel without sending this tag"
-                            + self._instead(st), peer=p, tag=tag,
+                            + self._instead(st) + self._lost_others(p), peer=p, tag=tag,
                         )
                 if len(got) == len(peers):
                     return got
@@ -476,6 +485,12 @@ class Channel(ABC):
                         peer=p, tag=tag,
                     )
                 self._wait_step(remaining)
+
+    def _lost_others(self, peer: str) -> str:
+        """With ``_cond`` held: the other peers already lost (a peer usually closes its
+        channel early because it lost one of them: that is the root cause to report)."""
+        lost = [(q, st.lost) for q, st in self._state.items() if q != peer and st.lost is not None]
+        return "".join(f"; peer {q!r} is lost too: {why}" for q, why in lost)
 
     @staticmethod
     def _instead(st: _PeerState) -> str:
