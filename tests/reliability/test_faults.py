@@ -452,6 +452,25 @@ def test_cli_run_with_a_killed_party(tmp_path):
     _assert_outputs_whole(out, {host})
 
 
+def test_cli_launcher_terminated_stops_every_party(tmp_path):
+    """SIGTERM to the launcher alone (a supervisor stopping it): it stops every party (each
+    runs in a process group of its own) before it exits, and nothing of the run is left."""
+    doc = _doc(tmp_path)
+    doc["steps"][1]["train"]["params"] = {"n_estimators": 60, "max_depth": 3}
+    out = tmp_path / "cli"
+    launcher = _spawn(["run", str(write_yaml(tmp_path / "job.yaml", doc))], out)
+    try:
+        _wait_for(lambda: _training_under_way(out, "guest", 2), 60, "training under way", launcher)
+        parties = set(_party_pids(out).values())
+        assert len(parties) == 2
+        os.kill(launcher.pid, signal.SIGTERM)
+        launcher.communicate(timeout=END_WITHIN)
+    finally:
+        _reap(launcher)
+    assert launcher.returncode == 128 + signal.SIGTERM
+    _assert_nothing_left(parties | {launcher.pid}, session=launcher.pid)
+
+
 @pytest.mark.slow
 def test_party_mode_survivor_exits_with_peer_lost(tmp_path):
     """Multi-host style: ``hefl run JOB.yaml --party guest`` and ``--party host`` in two
