@@ -14,19 +14,63 @@ one call and serialise as fixed-width bytes without per-element work.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+import math
+import re
 from abc import ABC, abstractmethod
 from typing import Any
 
 import numpy as np
 
-from hefl.errors import EncodingOverflowError, KeyMismatchError
+from hefl.errors import EncodingOverflowError, InvalidCiphertextError, KeyMismatchError
 
 from .encoding import FixedPointEncoder
 
-__all__ = ["PublicKit", "SecretKit", "CipherArray", "AdditiveKit", "concatenate"]
+__all__ = ["PublicKit", "SecretKit", "CipherArray", "AdditiveKit", "concatenate", "MAX_KEY_BITS",
+           "read_key_doc"]
 
 log = logging.getLogger(__name__)
+
+#: Largest public modulus accepted from a peer, in bits (8x the secure minimum): a bigger one
+#: buys no security and only makes the receiver do huge arithmetic.
+MAX_KEY_BITS = 16384
+_HEX_RE = re.compile(rf"[0-9a-fA-F]{{1,{2 * MAX_KEY_BITS // 4}}}\Z")  # up to a residue mod n²
+
+
+def read_key_doc(data: bytes, scheme: str, label: str, hex_fields: tuple[str, ...],
+                 int_fields: tuple[str, ...] = ()) -> dict[str, int]:
+    """Parse a public kit's JSON (``{"scheme": …, "n": "<hex>", …}``) sent by a peer.
+
+    Returns the named fields as ints; every problem raises
+    :class:`~hefl.errors.InvalidCiphertextError` naming the field and the value.
+    """
+    try:
+        doc = json.loads(bytes(data).decode("utf-8"))
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        raise InvalidCiphertextError(f"not a {label} public kit: not UTF-8 JSON ({type(exc).__name__})") from None
+    if not isinstance(doc, dict):
+        raise InvalidCiphertextError(f"not a {label} public kit: a JSON {type(doc).__name__}, not an object")
+    if doc.get("scheme") != scheme:
+        raise InvalidCiphertextError(f"not a {label} public kit: scheme {str(doc.get('scheme'))[:40]!r}")
+    out: dict[str, int] = {}
+    for name in hex_fields:
+        v = doc.get(name)
+        if v is None:
+            raise InvalidCiphertextError(f"{label} public kit has no field {name!r}")
+        if not isinstance(v, str) or not _HEX_RE.match(v):
+            raise InvalidCiphertextError(
+                f"{label} public kit field {name!r} is not a hex number of at most "
+                f"{2 * MAX_KEY_BITS} bits: {repr(v)[:40]}")
+        out[name] = int(v, 16)
+    for name in int_fields:
+        v = doc.get(name)
+        if v is None:
+            raise InvalidCiphertextError(f"{label} public kit has no field {name!r}")
+        if type(v) is not int:
+            raise InvalidCiphertextError(f"{label} public kit field {name!r} is not an integer: {repr(v)[:40]}")
+        out[name] = v
+    return out
 
 
 class PublicKit(ABC):
@@ -314,17 +358,19 @@ class AdditiveKit(PublicKit):
 
     def from_raw(self, values, frac_bits: int = 0, shape=None) -> CipherArray:
         """Wrap raw ciphertext integers (e.g. from ``phe``'s ``ciphertext(False)``), validated."""
-        data = self._from_ints(list(values))
+        values = list(values)
+        for i, v in enumerate(values):
+            if not isinstance(v, (int, np.integer)) or isinstance(v, (bool, np.bool_)):
+                raise InvalidCiphertextError(f"ciphertext {i} is not an integer: {type(v).__name__} {str(v)[:40]!r}")
+        data = self._from_ints(values)
         shape = (len(values),) if shape is None else tuple(shape)
         return CipherArray(self, data.reshape(shape + self.item_shape), shape, frac_bits)
 
     def cipher_from_bytes(self, data: bytes, shape, frac_bits: int) -> CipherArray:
         """Load fixed-width ciphertext bytes; every ciphertext is range-checked."""
         shape = tuple(int(s) for s in shape)
-        count = int(np.prod(shape, dtype=np.int64))
+        count = math.prod(shape)  # exact: numpy's int64 product wraps around
         if len(data) != count * self.cipher_width:
-            from hefl.errors import InvalidCiphertextError
-
             raise InvalidCiphertextError(
                 f"{len(data)} bytes do not hold {count} ciphertexts of {self.cipher_width} bytes"
             )

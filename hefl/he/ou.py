@@ -56,7 +56,7 @@ from ._limbkit import LimbKit
 from ._ou_cpu import CpuOUBackend, OUParams
 from ._pool import ObfuscatorPool
 from ._select import default_n_jobs, resolve_backend
-from .base import CipherArray, SecretKit
+from .base import MAX_KEY_BITS, CipherArray, SecretKit, read_key_doc
 from .encoding import FixedPointEncoder
 
 __all__ = ["MIN_SECURE_BITS", "OUEncoder", "OUPublicKit", "OUSecretKit", "keygen", "security_bits"]
@@ -142,21 +142,16 @@ class OUPublicKit(LimbKit):
     def from_bytes(cls, data: bytes, *, allow_insecure: bool = False, backend: str = "auto",
                    n_jobs: int | None = None) -> OUPublicKit:
         """Load a public kit sent by a peer; checks the key size, bases and parameters."""
-        try:
-            doc = json.loads(bytes(data).decode())
-            if doc.get("scheme") != "ou":
-                raise ValueError(f"scheme {doc.get('scheme')!r}")
-            n, G, H = (int(doc[k], 16) for k in ("n", "G", "H"))
-            p_bits, r_bits = doc["p_bits"], doc["r_bits"]
-            if not all(isinstance(v, int) and not isinstance(v, bool) for v in (p_bits, r_bits)):
-                raise ValueError("p_bits and r_bits must be integers")
-        except (ValueError, KeyError, TypeError, UnicodeDecodeError, AttributeError) as exc:
-            raise InvalidCiphertextError(f"not an OU public kit: {exc}") from None
+        f = read_key_doc(data, "ou", "OU", ("n", "G", "H"), ("p_bits", "r_bits"))
+        n, G, H, p_bits, r_bits = f["n"], f["G"], f["H"], f["p_bits"], f["r_bits"]
         bits = n.bit_length()
+        if bits > MAX_KEY_BITS:
+            raise InvalidCiphertextError(f"OU public key of {bits} bits exceeds the limit of {MAX_KEY_BITS}")
         if bits < MIN_SECURE_BITS and not allow_insecure:
             raise InsecureKeyError(f"public key of {bits} bits; at least {MIN_SECURE_BITS} required")
         if n < 3 or n % 2 == 0:
-            raise InvalidCiphertextError("invalid OU public key: n must be odd")
+            raise InvalidCiphertextError("invalid OU public key: n must be odd and ≥ 3, got "
+                                         + (f"n = {n}" if n < 3 else f"an even n of {bits} bits"))
         for name, v in (("G", G), ("H", H)):
             if not 1 < v < n or gmpy2.gcd(v, n) != 1:
                 raise InvalidCiphertextError(f"invalid OU public key: {name} must be in Z*_n and not 1")

@@ -28,7 +28,7 @@ from ._backend import PaillierBackend, PaillierParams, ints_to_limbs, limbs_to_i
 from ._limbkit import LimbKit
 from ._pool import ObfuscatorPool
 from ._select import default_n_jobs, resolve_backend
-from .base import CipherArray, SecretKit
+from .base import MAX_KEY_BITS, CipherArray, SecretKit, read_key_doc
 
 __all__ = ["keygen", "PaillierPublicKit", "PaillierSecretKit", "MIN_SECURE_BITS"]
 
@@ -95,19 +95,23 @@ class PaillierPublicKit(LimbKit):
     def from_bytes(cls, data: bytes, *, allow_insecure: bool = False, backend: str = "auto",
                    n_jobs: int | None = None) -> PaillierPublicKit:
         """Load a public kit sent by a peer; checks the key size and the DJN base."""
-        try:
-            doc = json.loads(bytes(data).decode())
-            if doc.get("scheme") != "paillier":
-                raise ValueError(f"scheme {doc.get('scheme')!r}")
-            n, hs, ab = int(doc["n"], 16), int(doc["hs"], 16), int(doc["alpha_bits"])
-        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
-            raise InvalidCiphertextError(f"not a Paillier public kit: {exc}") from None
-        if n.bit_length() < MIN_SECURE_BITS and not allow_insecure:
-            raise InsecureKeyError(f"public key of {n.bit_length()} bits; at least {MIN_SECURE_BITS} required")
-        if n < 3 or n % 2 == 0 or not 1 <= hs < n * n or gmpy2.gcd(hs, n) != 1:
-            raise InvalidCiphertextError("invalid Paillier public key (n must be odd, hs in Z*_{n^2})")
-        if not n.bit_length() // 2 <= ab <= n.bit_length():
-            raise InvalidCiphertextError(f"alpha_bits {ab} outside [n_bits/2, n_bits]")
+        f = read_key_doc(data, "paillier", "Paillier", ("n", "hs"), ("alpha_bits",))
+        n, hs, ab = f["n"], f["hs"], f["alpha_bits"]
+        bits = n.bit_length()
+        if bits > MAX_KEY_BITS:
+            raise InvalidCiphertextError(f"Paillier public key of {bits} bits exceeds the limit of {MAX_KEY_BITS}")
+        if bits < MIN_SECURE_BITS and not allow_insecure:
+            raise InsecureKeyError(f"public key of {bits} bits; at least {MIN_SECURE_BITS} required")
+        if n < 3 or n % 2 == 0:
+            raise InvalidCiphertextError("invalid Paillier public key: n must be odd and ≥ 3, got "
+                                         + (f"n = {n}" if n < 3 else f"an even n of {bits} bits"))
+        if not 1 <= hs < n * n:
+            raise InvalidCiphertextError("invalid Paillier public key: hs is outside [1, n²)")
+        if gmpy2.gcd(hs, n) != 1:
+            raise InvalidCiphertextError("invalid Paillier public key: hs shares a factor with n (not in Z*_{n²})")
+        if not bits // 2 <= ab <= bits:
+            raise InvalidCiphertextError(f"invalid Paillier public key: alpha_bits {ab} outside [n_bits/2, n_bits]"
+                                         f" = [{bits // 2}, {bits}]")
         return cls(n, hs, alpha_bits=ab, backend=backend, n_jobs=n_jobs)
 
     def to_phe(self):

@@ -17,6 +17,7 @@ secret key.
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 
@@ -24,7 +25,8 @@ from hefl.errors import InvalidCiphertextError, KeyMismatchError, ProtocolError
 
 from .base import CipherArray, PublicKit, SecretKit
 
-__all__ = ["cipher_to_wire", "cipher_from_wire", "public_kit_to_wire", "load_public_kit", "MAX_DIMS"]
+__all__ = ["cipher_to_wire", "cipher_from_wire", "public_kit_to_wire", "load_public_kit", "MAX_DIMS",
+           "MAX_CIPHERTEXTS"]
 
 MAX_DIMS = 8
 
@@ -46,12 +48,19 @@ def cipher_to_wire(ca) -> tuple[dict, list]:
     return meta, [memoryview(flat).cast("B")]
 
 
+#: Most ciphertexts one array may announce (a frame is checked against it before any allocation).
+MAX_CIPHERTEXTS = 2**40
+
+
 def _shape(meta: dict) -> tuple[int, ...]:
     shape = meta.get("shape")
     if not isinstance(shape, list) or len(shape) > MAX_DIMS or not all(
         isinstance(s, int) and not isinstance(s, bool) and 0 <= s < 2**40 for s in shape
     ):
-        raise ProtocolError(f"invalid cipher array shape {shape!r}")
+        raise ProtocolError(f"invalid cipher array shape {str(shape)[:80]}")
+    # exact (Python int) product: numpy's int64 one wraps around, and [2**39]*8 "holds" 0
+    if math.prod(shape) > MAX_CIPHERTEXTS:
+        raise ProtocolError(f"cipher array shape {shape} holds more than {MAX_CIPHERTEXTS} ciphertexts")
     return tuple(shape)
 
 
@@ -79,7 +88,7 @@ def cipher_from_wire(meta: dict, frames: list, kit: PublicKit):
     if meta.get("width") != kit.cipher_width:
         raise ProtocolError(f"ciphertext width {meta.get('width')!r}, expected {kit.cipher_width}")
     data = frames[0]
-    count = int(np.prod(shape, dtype=np.int64))
+    count = math.prod(shape)
     nbytes = memoryview(data).nbytes
     if nbytes != count * kit.cipher_width:
         raise ProtocolError(f"frame of {nbytes} bytes for {count} ciphertexts of {kit.cipher_width} bytes")

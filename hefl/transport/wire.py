@@ -340,8 +340,10 @@ def control_header(src: str, kind: str) -> bytes:
 # --------------------------------------------------------------------------- decoding
 
 
-class BadMessage(ValueError):
-    """A malformed message; the channel turns it into ``ProtocolError`` with peer and tag."""
+class BadMessage(ProtocolError):
+    """A malformed message (a :class:`~hefl.errors.ProtocolError`, so a caller of
+    :func:`parse_header` / :func:`check_frames` sees only the documented error); the
+    channel re-raises it naming the peer and the tag."""
 
 
 def parse_header(data: Any, max_bytes: int = MAX_HEADER_BYTES) -> dict:
@@ -364,6 +366,8 @@ def parse_header(data: Any, max_bytes: int = MAX_HEADER_BYTES) -> dict:
     src, kind = header.get("src"), header.get("kind")
     if not isinstance(src, str) or not _NAME_RE.match(src):
         raise BadMessage(f"invalid sender name {str(src)[:80]!r} in header")
+    if not isinstance(kind, str):  # e.g. a list: not hashable, would escape as TypeError
+        raise BadMessage(f"message kind {str(kind)[:80]!r} is not a string")
     if kind in CONTROL_KINDS:
         return header
     if kind != "msg":
@@ -480,6 +484,9 @@ class _Decoder:
             raise BadMessage("array shape is not a list of non-negative ints")
         if order not in ("C", "F"):
             raise BadMessage(f"array order {str(order)[:10]!r} is not 'C' or 'F'")
+        if math.prod(max(s, 1) for s in shape) * dt.itemsize >= 2**62:
+            # numpy cannot even describe it (an empty array of shape [0, 2**62, 2**62])
+            raise BadMessage(f"array shape {str(shape)[:80]} is too large")
         mv = self.frame(desc.get("f"))
         expected = math.prod(shape) * dt.itemsize
         if mv.nbytes != expected:
@@ -576,8 +583,18 @@ def decode_payload(
             raise BadMessage(f"frames {unused[:5]} are not referenced by the payload descriptor")
     except BadMessage as exc:
         raise ProtocolError(f"rejected message: {exc}", peer=peer, tag=tag) from exc.__cause__
+    except ProtocolError:
+        raise
     except RecursionError:
         raise ProtocolError("rejected message: payload nested too deeply", peer=peer,
                             tag=tag) from None
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError,
+            MemoryError) as exc:
+        # Malformed content that slipped past the checks above is still the peer's doing:
+        # the receiver gets a ProtocolError naming peer and tag, never numpy's own error.
+        log.warning("unexpected %s while decoding a message from %r (tag %r): %s",
+                    type(exc).__name__, peer, tag, exc)
+        raise ProtocolError(f"rejected message: unexpected {type(exc).__name__} while decoding:"
+                            f" {str(exc)[:200]}", peer=peer, tag=tag) from exc
     return obj
 
