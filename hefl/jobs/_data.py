@@ -45,18 +45,30 @@ def read_table(path: Path, fmt: str, sep: str, id_column: str, label_column: str
     Raises
     ------
     DataError
-        Empty or repeated IDs are left to PSI; here: empty IDs, non-numeric features,
-        missing labels, no rows.
+        Repeated IDs are left to PSI; here: missing columns, empty IDs, non-numeric or
+        infinite features, missing or infinite labels, no rows.
     """
     kind = data_format(path, fmt)
     try:
         if kind == "parquet":
             frame = pd.read_parquet(path)
+        else:
+            frame = pd.read_csv(path, sep=sep, dtype={id_column: str})
+    except (OSError, ValueError, KeyError, UnicodeDecodeError) as exc:
+        raise DataError(f"cannot read {path}: {type(exc).__name__}: {exc}") from None
+    # the file may have changed since the job was checked: name what is missing, not a KeyError
+    have = [str(c) for c in frame.columns]
+    wanted = [id_column] + ([label_column] if label_column is not None else []) + list(columns or [])
+    missing = [c for c in dict.fromkeys(wanted) if c not in have]
+    if missing:
+        more = f", … ({len(have)} in all)" if len(have) > 12 else ""
+        raise DataError(f"{path.name}: no column(s) {missing[:10]} (columns: {', '.join(have[:12])}{more})")
+    try:
+        if kind == "parquet":
             raw_ids = frame[id_column].astype(str)
             if frame[id_column].isna().any():
                 raise DataError(f"{path.name}: missing ID in column {id_column!r}")
         else:
-            frame = pd.read_csv(path, sep=sep, dtype={id_column: str})
             raw_ids = pd.read_csv(path, sep=sep, usecols=[id_column], dtype=str, keep_default_na=False,
                                   na_values=[])[id_column]
     except (OSError, ValueError, KeyError) as exc:
@@ -78,8 +90,12 @@ def read_table(path: Path, fmt: str, sep: str, id_column: str, label_column: str
     feats = frame[columns]
     bad = [c for c in columns if not (pd.api.types.is_numeric_dtype(feats[c]) or pd.api.types.is_bool_dtype(feats[c]))]
     if bad:
-        examples = {c: feats[c].dropna().astype(str).iloc[0] for c in bad[:3] if feats[c].notna().any()}
-        raise DataError(f"{path.name}: feature column(s) {bad[:10]} are not numeric (e.g. {examples}); "
+        examples = []
+        for c in bad[:3]:  # the first value that is not a number (not merely the first value)
+            wrong = (feats[c].notna() & pd.to_numeric(feats[c], errors="coerce").isna()).to_numpy().nonzero()[0]
+            if wrong.size:
+                examples.append(f"{c!r}: {str(feats[c].iloc[wrong[0]])[:40]!r} at data row {int(wrong[0]) + 1}")
+        raise DataError(f"{path.name}: feature column(s) {bad[:10]} are not numeric (e.g. {'; '.join(examples)}); "
                         "encode them as numbers or leave them out with data.columns")
     X = feats.to_numpy(dtype=np.float64, na_value=np.nan)
     if np.isinf(X).any():
@@ -90,4 +106,9 @@ def read_table(path: Path, fmt: str, sep: str, id_column: str, label_column: str
         y = frame[label_column].reset_index(drop=True)
         if y.isna().any():
             raise DataError(f"{path.name}: the label {label_column!r} is missing in {int(y.isna().sum())} row(s)")
+        if pd.api.types.is_numeric_dtype(y) and not pd.api.types.is_bool_dtype(y):
+            inf = np.isinf(y.to_numpy(dtype=np.float64)).nonzero()[0]
+            if inf.size:
+                raise DataError(f"{path.name}: the label {label_column!r} is infinite in {inf.size} row(s) "
+                                f"(first at data row {int(inf[0]) + 1})")
     return PartyTable(np.asarray(raw_ids.to_numpy(), dtype=object), X, list(columns), y, path)

@@ -85,7 +85,9 @@ _BIND_RE = re.compile(r"tcp://(?P<host>\*|\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.\-]+):(
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_default=True)
+    # strict: no silent coercion of a wrong type (``learning_rate: true`` is not 1.0, ``seed: "7"``
+    # is not 7); no inf / nan (``recv: .inf`` would overflow the transport's timers)
+    model_config = ConfigDict(extra="forbid", validate_default=True, strict=True, allow_inf_nan=False)
 
 
 class DataSpec(_Strict):
@@ -175,7 +177,8 @@ class StepItem(_Strict):
 
     @property
     def kind(self) -> str:
-        return next(k for k in STEP_KINDS if getattr(self, k) is not None)
+        # "" for an empty step ({}): check_job reports it; lookups must not raise StopIteration
+        return next((k for k in STEP_KINDS if getattr(self, k) is not None), "")
 
     @property
     def spec(self) -> Any:
@@ -220,7 +223,7 @@ class JobConfig(_Strict):
 
     name: str | None = None
     description: str | None = None
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**32, description="seeds the evaluate split and the models")
     parties: dict[str, PartySpec] = Field(default_factory=dict)
     he: HESpec = Field(default_factory=lambda: HESpec.model_validate({}))
     steps: list[StepItem] = Field(default_factory=list)
@@ -249,7 +252,7 @@ class SecureBoostParams(_Strict):
     early_stopping_rounds: int | None = Field(None, ge=1)
     validation_fraction: float = Field(0.1, gt=0, lt=1)
     base_score: float | None = None
-    random_state: int | None = Field(None, description="default: the job's seed")
+    random_state: int | None = Field(None, ge=0, lt=2**32, description="default: the job's seed")
 
 
 class HeteroLRParams(_Strict):
@@ -266,7 +269,7 @@ class HeteroLRParams(_Strict):
     optimizer: Literal["sgd", "momentum", "nesterov", "adagrad", "adam"] = "nesterov"
     momentum: float = Field(0.9, ge=0, lt=1)
     taylor: Literal["anchored", "zero"] = "anchored"
-    random_state: int | None = Field(None, description="default: the job's seed")
+    random_state: int | None = Field(None, ge=0, lt=2**32, description="default: the job's seed")
 
 
 MODEL_PARAMS: dict[str, type[BaseModel]] = {"secureboost": SecureBoostParams, "hetero_lr": HeteroLRParams}
@@ -338,21 +341,50 @@ def _dotted(loc: Loc) -> str:
 # ================================================================================= YAML
 
 
+#: Most YAML nodes a job file may have once aliases (``*name``) are expanded: a real job has
+#: a few hundred; nested aliases ("billion laughs") would otherwise take hours to walk.
+MAX_YAML_NODES = 100_000
+
+
+def _yaml_error(source: str, exc: BaseException) -> JobConfigError:
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    where = f":{mark.line + 1}" if mark is not None else ""
+    if isinstance(exc, RecursionError):
+        return JobConfigError(source + where, [("", "not valid YAML: nested too deeply")])
+    if isinstance(exc, yaml.YAMLError):
+        problem = getattr(exc, "problem", None) or str(exc)
+        context = getattr(exc, "context", None)
+        if context and problem != context:
+            problem = f"{context}: {problem}"
+        return JobConfigError(source + where, [("", f"not valid YAML: {problem}")])
+    # a tagged scalar PyYAML cannot build (``!!float ''``, ``!!int x``, ``!!timestamp 99``)
+    return JobConfigError(source, [("", f"not valid YAML: cannot build a value ({type(exc).__name__}: {exc})")])
+
+
 def _compose(text: str, source: str) -> tuple[Any, dict[Loc, int]]:
-    """Parse YAML, rejecting duplicate keys; ``(data, {path: line})``."""
+    """Parse YAML, rejecting duplicate keys; ``(data, {path: line})``.
+
+    Only plain YAML values are built (``yaml.safe_load``: no Python tags, nothing executed);
+    every way the parser can fail becomes a :class:`JobConfigError` with the line.
+    """
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f":{mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise JobConfigError(source + where, [("", f"not valid YAML: {problem}")]) from None
+    except (yaml.YAMLError, RecursionError) as exc:
+        raise _yaml_error(source, exc) from None
     if node is None:
         raise JobConfigError(source, [("", "the job file is empty")])
     lines: dict[Loc, int] = {}
     dups: list[tuple[str, str]] = []
 
-    def walk(n: yaml.Node, loc: Loc) -> None:
+    # iterative walk (a recursive one overflows on deeply nested documents), bounded
+    stack: list[tuple[yaml.Node, Loc]] = [(node, ())]
+    visited = 0
+    while stack:
+        n, loc = stack.pop()
+        visited += 1
+        if visited > MAX_YAML_NODES:
+            why = f"more than {MAX_YAML_NODES} YAML values once aliases (*name) are expanded; a job is far smaller"
+            raise JobConfigError(source, [("", why)])
         if isinstance(n, yaml.MappingNode):
             seen: set[Any] = set()
             for k, v in n.value:
@@ -361,17 +393,19 @@ def _compose(text: str, source: str) -> tuple[Any, dict[Loc, int]]:
                     dups.append((f"{k.start_mark.line + 1}: {_dotted(loc + (key,))}",
                                  f"key {key!r} given twice"))
                 seen.add(key)
-                lines[loc + (key,)] = k.start_mark.line + 1
-                walk(v, loc + (key,))
+                lines.setdefault(loc + (key,), k.start_mark.line + 1)
+                stack.append((v, loc + (key,)))
         elif isinstance(n, yaml.SequenceNode):
             for i, v in enumerate(n.value):
-                lines[loc + (i,)] = v.start_mark.line + 1
-                walk(v, loc + (i,))
-
-    walk(node, ())
+                lines.setdefault(loc + (i,), v.start_mark.line + 1)
+                stack.append((v, loc + (i,)))
     if dups:
-        raise JobConfigError(source, dups)
-    data = yaml.safe_load(text)
+        raise JobConfigError(source, sorted(dups, key=lambda d: int(d[0].split(":")[0])))
+    try:
+        data = yaml.safe_load(text)
+    except (yaml.YAMLError, RecursionError, ValueError, TypeError, IndexError, KeyError, OverflowError,
+            AttributeError) as exc:
+        raise _yaml_error(source, exc) from None
     return data, lines
 
 
@@ -837,7 +871,12 @@ def _check_data_file(job: Job, problems: _Problems, loc: Loc, path: str, fmt: st
         if key == "columns":
             continue
         if col not in cols:
-            problems.add(loc + (key,), f"no column {col!r} in {f.name} (columns: {_preview(cols)})")
+            hint = ""
+            if len(cols) == 1 and data_format(f, fmt) == "csv":
+                other = next((c for c in (",", ";", "\t", "|") if c != sep and c in cols[0]), None)
+                if other is not None:
+                    hint = f"; the header is one column: is the separator {other!r}, not {sep!r}? (data.sep)"
+            problems.add(loc + (key,), f"no column {col!r} in {f.name} (columns: {_preview(cols)}){hint}")
     return f
 
 
@@ -855,9 +894,91 @@ def _check_columns(job: Job, problems: _Problems, loc: Loc, f: Path, fmt: str, s
         problems.add(loc + ("columns",), f"no column(s) {missing} in {f.name} (columns: {_preview(cols)})")
 
 
+#: what a party writes under OUTPUT/<party>/ (an input file there would be overwritten)
+OUTPUT_FILES = ("model.json", "metrics.json", "predictions.csv", "party.log", "roc.png", "loss.png",
+                "importance.png")
+
+
+def _check_output(job: Job, problems: _Problems, mine: list[str]) -> None:
+    """The output directory can be created, and no party's outputs land on an input file."""
+    out = job.output
+    first = next((q for q in (out, *out.parents) if q.exists()), None)
+    if first is not None and not first.is_dir():
+        what = "is a file" if first == out else f"is below the file {first}"
+        problems.add(("output",), f"{out} {what}; output needs a directory")
+        return
+    inputs: dict[Path, Loc] = {}
+    for name, p in job.config.parties.items():
+        if p.data is not None:
+            inputs[job.resolve(p.data.path)] = ("parties", name, "data", "path")
+    pr = job.step("predict")
+    if pr is not None:
+        i = job.step_kinds.index("predict")
+        for name, d in pr.data.items():
+            inputs.setdefault(job.resolve(d.path), ("steps", i, "predict", "data", name, "path"))
+    for name in mine:
+        sub = out / name
+        if sub.exists() and not sub.is_dir():
+            problems.add(("output",), f"{sub} is a file; party {name!r} writes its outputs in a directory there")
+            continue
+        for fname in OUTPUT_FILES:
+            if sub / fname in inputs:
+                problems.add(inputs[sub / fname], f"{sub / fname} is an input of this job and an output of party "
+                                                  f"{name!r}: the run would overwrite it; choose another output")
+
+
+def _check_ids(job: Job, problems: _Problems, loc: Loc, f: Path, fmt: str, sep: str, id_column: str,
+               fix: str | None) -> None:
+    """Empty IDs, and repeated ones when PSI is to refuse them (``fix`` says how to allow them)."""
+    import pandas as pd
+
+    try:
+        if data_format(f, fmt) == "parquet":
+            ids = pd.read_parquet(f, columns=[id_column])[id_column]
+            empty = ids.isna() | (ids.astype(str) == "")
+            ids = ids.astype(str)
+        else:
+            ids = pd.read_csv(f, sep=sep, usecols=[id_column], dtype=str, keep_default_na=False,
+                              na_values=[])[id_column]
+            empty = ids == ""
+    except Exception as exc:  # noqa: BLE001 - any reader failure is a problem with the file
+        problems.add(loc + ("path",), f"cannot read {f}: {type(exc).__name__}: {exc}")
+        return
+    rows = empty.to_numpy().nonzero()[0]
+    if rows.size:
+        problems.add(loc + ("id_column",), f"empty ID in column {id_column!r} of {f.name} at data row "
+                                           f"{int(rows[0]) + 1} ({rows.size} empty in all)")
+    if fix is None:
+        return
+    dup = ids.duplicated(keep=False).to_numpy()
+    if dup.any():
+        first = ids[dup].iloc[0]
+        at = (ids == first).to_numpy().nonzero()[0][:3] + 1
+        n_dup = int(ids.duplicated(keep="first").sum())
+        problems.add(loc + ("id_column",), f"ID {first!r} appears more than once in {f.name} (data rows "
+                                           f"{', '.join(map(str, at))}; {n_dup} repeated ID(s) in all): {fix}")
+
+
+def _train_features(job: Job, name: str) -> list[str] | None:
+    """The feature columns party ``name`` trains on (as read_table picks them)."""
+    d = job.config.parties[name].data
+    if d is None:
+        return None
+    if d.columns is not None:
+        return list(d.columns)
+    cols = read_columns(job.resolve(d.path), d.format, d.sep)
+    return [c for c in cols if c not in (d.id_column, d.label_column)]
+
+
 def _check_files(job: Job, problems: _Problems, party: str | None) -> None:
     cfg = job.config
     mine = [party] if party is not None else list(cfg.parties)
+    _check_output(job, problems, mine)
+    psi = job.step("psi")
+    psi_fix = None
+    if psi is not None and psi.duplicates == "raise":
+        psi_fix = (f"PSI needs distinct IDs; give each row its own ID or set "
+                   f"steps[{job.step_kinds.index('psi')}].psi.duplicates: drop to keep the first of each")
     for name in mine:
         p = cfg.parties[name]
         loc: Loc = ("parties", name, "data")
@@ -867,6 +988,8 @@ def _check_files(job: Job, problems: _Problems, party: str | None) -> None:
                                  [("id_column", d.id_column), ("label_column", d.label_column)])
             if f is not None:
                 _check_columns(job, problems, loc, f, d.format, d.sep, d.columns)
+                if not problems.items:
+                    _check_ids(job, problems, loc, f, d.format, d.sep, d.id_column, psi_fix)
                 if p.role == "active" and d.label_column and not problems.items:
                     _resolve_task(job, problems, f, d)
     # prediction files
@@ -884,6 +1007,20 @@ def _check_files(job: Job, problems: _Problems, party: str | None) -> None:
                                  [("id_column", d.id_column or p.data.id_column), ("label_column", d.label_column)])
             if f is not None:
                 _check_columns(job, problems, loc, f, d.format, sep, d.columns or p.data.columns)
+                if d.columns is None and p.data.columns is None and not problems.items:
+                    # the model takes the training file's features: the prediction file needs them all
+                    train_cols = _train_features(job, name) or []
+                    have = read_columns(f, d.format, sep)
+                    missing = [c for c in train_cols if c not in have]
+                    if missing:
+                        problems.add(loc + ("path",), f"{f.name} lacks the feature column(s) {missing[:10]} the model "
+                                                      f"is trained on (from {job.resolve(p.data.path).name})")
+                if not problems.items:
+                    uses_psi = pr.psi if pr.psi is not None else psi is not None
+                    fix = None
+                    if uses_psi and (psi is None or psi.duplicates == "raise"):
+                        fix = "PSI of the prediction rows needs distinct IDs"
+                    _check_ids(job, problems, loc, f, d.format, sep, d.id_column or p.data.id_column, fix)
     # CURVE keys: a --party run needs its secret key and every public key
     if party is not None and job.curve_enabled():
         from hefl.transport.curve import load_public_key, load_secret_key
@@ -937,6 +1074,7 @@ def resolve_task(values: Any, declared: str) -> str:
 
 
 def _resolve_task(job: Job, problems: _Problems, f: Path, d: DataSpec) -> None:
+    import numpy as np
     import pandas as pd
 
     train = job.train
@@ -955,6 +1093,13 @@ def _resolve_task(job: Job, problems: _Problems, f: Path, d: DataSpec) -> None:
         problems.add(("parties", job.active, "data", "label_column"),
                      f"the label {d.label_column!r} is missing in {int(labels.isna().sum())} row(s) of {f.name}")
         return
+    if pd.api.types.is_numeric_dtype(labels) and not pd.api.types.is_bool_dtype(labels):
+        inf = np.isinf(labels.to_numpy(dtype=np.float64)).nonzero()[0]
+        if inf.size:
+            problems.add(("parties", job.active, "data", "label_column"),
+                         f"the label {d.label_column!r} is infinite in {inf.size} row(s) of {f.name} "
+                         f"(first at data row {int(inf[0]) + 1})")
+            return
     task = resolve_task(labels, train.task)
     n_uniq = labels.nunique()
     if task in ("binary", "multiclass"):
