@@ -17,11 +17,11 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.preprocessing import LabelEncoder
 from sklearn.utils import check_random_state
-from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import check_is_fitted
 
-from hefl.errors import ConfigError
+from hefl.errors import ConfigError, DataError
 
+from .._input import validated_fit, validated_predict
 from .._parties import TRANSPORTS, resolve_parties
 from ._core import LRConfig, sigmoid
 from ._roles import ActiveParty, Arbiter, PassiveParty
@@ -225,14 +225,13 @@ class HeteroLogisticRegression(ClassifierMixin, _HeteroLRBase):
         self.taylor = taylor
 
     def fit(self, X, y):
-        X, y = validate_data(self, X, y, dtype=np.float64, y_numeric=False)
-        check_classification_targets(y)
+        X, y = validated_fit(self, X, y, allow_nan=False, classifier=True, y_numeric=False)
         enc = LabelEncoder().fit(y)
         self.classes_ = enc.classes_
         codes = enc.transform(y)
         if len(self.classes_) < 2:
-            raise ValueError(f"this solver needs samples of at least 2 classes in the data, but the data "
-                             f"contains only 1 class: {self.classes_[0]!r}")
+            raise DataError(f"this solver needs samples of at least 2 classes in the data, but the data "
+                            f"contains only 1 class: {self.classes_[0]!r}")
         if len(self.classes_) == 2:
             targets = codes.astype(np.float64)[:, None]
         else:
@@ -244,7 +243,7 @@ class HeteroLogisticRegression(ClassifierMixin, _HeteroLRBase):
 
     def decision_function(self, X):
         check_is_fitted(self, "coef_")
-        X = validate_data(self, X, dtype=np.float64, reset=False)
+        X = validated_predict(self, X, allow_nan=False)
         scores = X @ self.coef_.T + self.intercept_
         return scores[:, 0] if scores.shape[1] == 1 else scores
 
@@ -286,7 +285,7 @@ class HeteroLinearRegression(RegressorMixin, _HeteroLRBase):
     _task = "linear"
 
     def fit(self, X, y):
-        X, y = validate_data(self, X, y, dtype=np.float64, y_numeric=True)
+        X, y = validated_fit(self, X, y, allow_nan=False, classifier=False, y_numeric=True)
         self._federated_fit(X, np.asarray(y, dtype=np.float64)[:, None])
         self.coef_ = self._coef[0]
         self.intercept_ = float(self._intercept[0])
@@ -294,5 +293,5 @@ class HeteroLinearRegression(RegressorMixin, _HeteroLRBase):
 
     def predict(self, X):
         check_is_fitted(self, "coef_")
-        X = validate_data(self, X, dtype=np.float64, reset=False)
+        X = validated_predict(self, X, allow_nan=False)
         return X @ self.coef_ + self.intercept_

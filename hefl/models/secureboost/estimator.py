@@ -11,6 +11,7 @@ roles through the job runner, one party per host.
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -18,11 +19,11 @@ from typing import Any
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.preprocessing import LabelEncoder
-from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import check_is_fitted
 
 from hefl._atomic import atomic_write_text
 from hefl.errors import ConfigError, DataError
+from hefl.models._input import validated_fit, validated_predict
 from hefl.models._parties import TRANSPORTS, resolve_parties
 
 from ._federated import ActiveParty, BoostParams, PassiveParty, predict_active, predict_passive
@@ -117,6 +118,29 @@ class _SecureBoostBase(BaseEstimator):
 
     # -- helpers -----------------------------------------------------------------------
     def _check_params(self) -> None:
+        # types first: a string where a number belongs is named here, not by float() deep in fit
+        for name in ("learning_rate", "reg_lambda", "gamma", "min_child_weight", "subsample", "colsample_bytree",
+                     "validation_fraction", "base_score"):
+            v = getattr(self, name)
+            if v is None and name == "base_score":
+                continue
+            if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)) \
+                    or not math.isfinite(v):
+                raise ConfigError(f"{name} must be a finite number, got {v!r}")
+        for name in ("n_estimators", "max_depth", "max_leaves", "max_bin", "key_size", "early_stopping_rounds",
+                     "random_state", "n_jobs"):
+            v = getattr(self, name)
+            if v is None and name in ("early_stopping_rounds", "random_state", "n_jobs"):
+                continue
+            if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
+                raise ConfigError(f"{name} must be an integer, got {v!r}")
+        if not self.learning_rate > 0:
+            raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate!r}")
+        for name in ("max_depth", "max_leaves", "reg_lambda"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        if self.early_stopping_rounds is not None and self.early_stopping_rounds < 1:
+            raise ConfigError(f"early_stopping_rounds must be None or >= 1, got {self.early_stopping_rounds!r}")
         if self.he not in HE_SCHEMES:
             raise ConfigError(f"he must be one of {HE_SCHEMES}, got {self.he!r}")
         if self.transport not in TRANSPORTS:
@@ -185,7 +209,7 @@ class _SecureBoostBase(BaseEstimator):
 
     def _margin(self, X) -> np.ndarray:
         check_is_fitted(self, "models_")
-        X = validate_data(self, X, reset=False, ensure_all_finite="allow-nan", dtype=np.float64)
+        X = validated_predict(self, X, allow_nan=True)
         members = list(self.parties_)
         active = members[0]
         Xa = X[:, self.parties_[active]]
@@ -265,8 +289,8 @@ class SecureBoostClassifier(ClassifierMixin, _SecureBoostBase):
     """
 
     def fit(self, X, y):
-        X, y = validate_data(self, X, y, ensure_all_finite="allow-nan", dtype=np.float64)
-        check_classification_targets(y)
+        self._check_params()
+        X, y = validated_fit(self, X, y, allow_nan=True, classifier=True)
         enc = LabelEncoder().fit(y)
         self.classes_ = enc.classes_
         yi = enc.transform(y)
@@ -301,7 +325,8 @@ class SecureBoostRegressor(RegressorMixin, _SecureBoostBase):
     """Vertical federated gradient boosting for regression (squared error)."""
 
     def fit(self, X, y):
-        X, y = validate_data(self, X, y, ensure_all_finite="allow-nan", dtype=np.float64, y_numeric=True)
+        self._check_params()
+        X, y = validated_fit(self, X, y, allow_nan=True, classifier=False, y_numeric=True)
         if not np.all(np.isfinite(y)):
             raise DataError("the label contains NaN or infinity")
         return self._fit(X, np.asarray(y, dtype=np.float64), "reg:squarederror", None)
