@@ -25,7 +25,7 @@ import pandas as pd
 
 from hefl._atomic import atomic_path, atomic_write_text
 from hefl.checkpoint import Checkpointer
-from hefl.errors import DataError, ProtocolError
+from hefl.errors import DataError, ProtocolError, TransportError
 
 from ._data import PartyTable, read_table
 from ._metrics import compute_metrics, roc_points
@@ -100,7 +100,10 @@ def run_party(job: Job, name: str, ctx: Any, reporter: Reporter | None = None, *
         try:
             return party.run()
         except BaseException as exc:
-            log.exception("step %s failed (%s)", party.step, type(exc).__name__)
+            if isinstance(exc, TransportError):  # a lost or silent peer: its traceback says nothing more
+                log.error("step %s stopped: %s: %s", party.step, type(exc).__name__, exc)
+            else:
+                log.exception("step %s failed (%s)", party.step, type(exc).__name__)
             try:
                 exc.hefl_party = name  # type: ignore[attr-defined]
                 exc.hefl_step = party.step  # type: ignore[attr-defined]

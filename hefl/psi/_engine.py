@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 import multiprocessing
 import os
+import signal
+import sys
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Literal
@@ -60,6 +62,22 @@ def _run_piece(kind: str, key: bytes, payload: list[bytes] | bytes) -> bytes:
     return mult_points(key, payload)
 
 
+def _die_with_parent(parent: int) -> None:
+    """Worker initialiser: end with the party process, even when it is SIGKILLed (by the
+    OOM killer, say) and nobody is left to shut the pool down (Linux; elsewhere the pool's
+    own shutdown is all there is)."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent:  # the parent died before the line above took effect
+        os._exit(1)
+
+
 class Engine:
     """Computes blinding jobs with one secret key, inline or in a process pool.
 
@@ -81,7 +99,8 @@ class Engine:
             # "spawn", not fork: the caller holds transport threads (ZeroMQ), and forking a
             # threaded process can deadlock the child. The price: scripts need a main guard.
             self._pool = ProcessPoolExecutor(
-                max_workers=self.n_jobs, mp_context=multiprocessing.get_context("spawn")
+                max_workers=self.n_jobs, mp_context=multiprocessing.get_context("spawn"),
+                initializer=_die_with_parent, initargs=(os.getpid(),),
             )
 
     def close(self) -> None:
