@@ -239,6 +239,13 @@ class _Party:
             assert self.table is not None and self.table.y is not None
             self.task = self.task or resolve_task(self.table.y, spec.task)
             self.y, self.classes = encode_labels(self.table.y, self.task)
+            # the file may have changed since the job was checked: say so before training
+            k = len(self.classes or [])
+            if (self.task == "binary" and k != 2) or (self.task == "multiclass" and k < 2):
+                d = self.job.parties[self.name].data
+                raise DataError(f"{self.table.path}: label column {d.label_column!r} has {k} class(es) "
+                                f"{self.classes[:5]} in the aligned rows; task {self.task!r} needs "
+                                f"{'exactly 2' if self.task == 'binary' else 'at least 2'}")
         self._split()
         X = y = None
         if self.table is not None:

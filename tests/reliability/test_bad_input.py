@@ -582,6 +582,11 @@ RUN_CASES = {
                     r"DataError: bad\.csv: no column\(s\) \['x3'\] \(columns: id, x0, x1,"),
     "empty_id": ("host", lambda h: h.assign(id=h["id"].astype(str).where(h.index != 2, "")), None,
                  "reading its data", r"DataError: bad\.csv: empty ID in column 'id' at data row 3 \(1 empty in all\)"),
+    "one_class": ("guest", lambda g: g.assign(y=0), None, "in step 'train'",
+                  r"DataError: .*bad\.csv: label column 'y' has 1 class\(es\) \[0\] in the aligned rows; "
+                  r"task 'binary' needs exactly 2"),
+    "three_classes": ("guest", lambda g: g.assign(y=np.where(g.index < 9, 2, g["y"])), None, "in step 'train'",
+                      r"label column 'y' has 3 class\(es\) \[0, 1, 2\] in the aligned rows; task 'binary'"),
     "duplicate_id": ("host", lambda h: h.assign(id=h["id"].where(h.index != 3, h["id"][2])), None, "in step 'psi'",
                      rf"DataError: 1 duplicate ID\(s\) among 569, e\.g\. '{HOST['id'][2]}' \(position 3\)"),
 }
