@@ -209,6 +209,11 @@ class OUPublicKit(LimbKit):
         le = max(1, (max(mags).bit_length() + 63) // 64)
         return self.backend.mul_scalar(base, ints_to_limbs(mags, le))
 
+    @property
+    def cipher_modulus(self) -> int:
+        """Ciphertexts live in [1, n)."""
+        return self.n
+
     def _check(self, data: np.ndarray) -> np.ndarray:
         if data.shape[0]:
             bad = self.backend.check(data)
@@ -256,6 +261,7 @@ class OUSecretKit(OUPublicKit, SecretKit):
         flat = ca._flat()
         if flat.shape[0] == 0:
             return np.empty((0, self.Ln), dtype=np.uint64)
+        self._check(flat)  # the full check (units) before the secret key touches peer data
         return self.backend.decrypt(flat)
 
     def decrypt(self, ca: CipherArray) -> np.ndarray:

@@ -184,6 +184,11 @@ class PaillierPublicKit(LimbKit):
         le = max(1, (max(mags).bit_length() + 63) // 64)
         return self.backend.mul_scalar(base, ints_to_limbs(mags, le))
 
+    @property
+    def cipher_modulus(self) -> int:
+        """Ciphertexts live in [1, nsquare)."""
+        return self.nsquare
+
     def _check(self, data: np.ndarray) -> np.ndarray:
         if data.shape[0]:
             from ._cpu import CpuPaillierBackend
@@ -244,6 +249,7 @@ class PaillierSecretKit(PaillierPublicKit, SecretKit):
         flat = ca._flat()
         if flat.shape[0] == 0:
             return np.empty((0, self.Ln), dtype=np.uint64)
+        self._check(flat)  # the full check (units) before the secret key touches peer data
         return self.backend.decrypt(flat)
 
     def decrypt(self, ca: CipherArray) -> np.ndarray:

@@ -270,9 +270,17 @@ def test_ciphertext_out_of_range_names_its_index_and_key(kits, scheme, fault):
     else:
         data[2 * w:3 * w] = value.to_bytes(w, "little")
     bound = "n²" if scheme == "paillier" else "n"
+    fp = kit.fingerprint()[:12]
+    if fault != "shares_factor":  # out of range: refused on arrival
+        with pytest.raises(InvalidCiphertextError, match=rf"ciphertext 2 is outside \[1, {bound}\) \(public key {fp}\)"):
+            he_wire.cipher_from_wire(meta, [bytes(data)], kit)
+        return
+    # in range but not a unit: a party that only computes on it is not harmed (it could not
+    # make one without a factor of n); the key owner refuses it before decrypting
+    ca = he_wire.cipher_from_wire(meta, [bytes(data)], kit)
     with pytest.raises(InvalidCiphertextError, match=rf"ciphertext 2 is outside \[1, {bound}\) or not coprime to n"
-                                                     rf" \(public key {kit.fingerprint()[:12]}\)"):
-        he_wire.cipher_from_wire(meta, [bytes(data)], kit)
+                                                     rf" \(public key {fp}\)"):
+        kit.decrypt(ca + kit.encrypt(np.ones(3)))
 
 
 def test_out_of_range_ciphertext_through_zmq_names_peer_tag_and_index(kits, alice_bob_carol):
