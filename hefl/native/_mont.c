@@ -139,16 +139,20 @@ static PyObject *py_bucket_prod(PyObject *self, PyObject *args) {
     mctx c = {(const mp_limb_t *)m.buf, (mp_size_t)L, neg_inv(((const mp_limb_t *)m.buf)[0])};
     mp_limb_t *tmp = PyMem_RawMalloc(16 * L);
     const mp_limb_t *ap = (const mp_limb_t *)a.buf;
-    for (Py_ssize_t i = 0; i < N; i++) {
-        const mp_limb_t *x = ap + i * L;
-        for (Py_ssize_t f = 0; f < F; f++) {
+    /* feature-major: one feature's NB accumulators stay in the L2 cache while the rows
+     * stream past (row-major would touch F·NB accumulators, which for the paired
+     * histograms of SecureBoost -- NB ~ 1000 -- no longer fit) */
+    for (Py_ssize_t f = 0; f < F; f++) {
+        mp_limb_t *af = acc + f * NB * L;
+        int64_t *cf = cnt + f * NB;
+        for (Py_ssize_t i = 0; i < N; i++) {
             int32_t b = id[i * F + f];
             if (b < 0) continue;
-            Py_ssize_t k = f * NB + b;
-            mp_limb_t *ak = acc + k * L;
-            if (!cnt[k]) memcpy(ak, x, 8 * L);
+            const mp_limb_t *x = ap + i * L;
+            mp_limb_t *ak = af + b * L;
+            if (!cf[b]) memcpy(ak, x, 8 * L);
             else montmul(ak, ak, x, tmp, &c);
-            cnt[k]++;
+            cf[b]++;
         }
     }
     /* fix the R^-(k-1) factors: montmul by R^k = (R mod m)^k in standard form */

@@ -47,7 +47,7 @@ from hefl.he import load_public_kit, public_kit_to_wire
 
 from ._binning import QuantileBinner
 from ._gh import DEFAULT_GH_FRAC_BITS, GHCodec
-from ._histogram import build_histograms
+from ._histogram import build_histograms, paired_bucket_sum
 from ._objective import get_objective
 from ._split import FeatureBlocks, SplitInfo, SplitParams
 from ._tree import GrowParams, Tree, TreeGrower
@@ -659,7 +659,7 @@ class PassiveParty:
         for c, item in enumerate(self.layout):
             enc = self.enc[c][pos] if rows.size else self.enc[c][:0]
             if feats.size and rows.size:
-                hist = self.kit.bucket_sum(enc, ids, n_nodes * B).reshape(-1)
+                hist = paired_bucket_sum(self.kit, enc, ids, n_nodes, B).reshape(-1)
                 cells = hist[flat_sel]
             else:
                 cells = enc[:0]

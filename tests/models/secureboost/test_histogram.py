@@ -8,6 +8,7 @@ from hefl.models.secureboost._histogram import (
     build_histogram,
     build_histograms,
     node_sum,
+    paired_bucket_sum,
     subtract_histogram,
 )
 
@@ -62,3 +63,45 @@ def test_batch_and_errors():
         build_histogram(bins, gh[:2], 3)
     with pytest.raises(DataError):
         subtract_histogram(hs[0], hs[0, :1])
+
+
+@pytest.fixture(scope="module")
+def small_kits():
+    from hefl.he import mock, ou, paillier
+
+    return [mock.keygen(), paillier.keygen(1024, allow_insecure=True, backend="cpu", n_jobs=2),
+            ou.keygen(1024, allow_insecure=True, backend="cpu", n_jobs=2)]
+
+
+@pytest.mark.parametrize("rows, n_feat, n_nodes, n_slots", [
+    (3000, 5, 2, 8),    # odd feature count: the last one is summed directly
+    (2000, 4, 1, 33),   # one large node: the paired sum pays
+    (300, 6, 4, 33),    # many joint cells, few rows: the cost model falls back
+    (40, 1, 3, 4),      # one feature: nothing to pair
+])
+def test_paired_bucket_sum_gives_the_same_ciphertexts(small_kits, rows, n_feat, n_nodes, n_slots):
+    rng = np.random.default_rng(rows)
+    node = np.sort(rng.integers(0, n_nodes, rows))
+    ids = (rng.integers(0, n_slots, size=(rows, n_feat)) + node[:, None] * n_slots).astype(np.int32)
+    skew = rng.random(ids.shape) < 0.3  # skewed bins: bin 0 of its node far fuller than the others
+    ids[skew] = (node[:, None] * n_slots + np.zeros_like(ids))[skew]
+    for kit in small_kits:
+        enc = kit.encrypt(rng.normal(size=rows))
+        direct = kit.bucket_sum(enc, ids, n_nodes * n_slots)
+        paired = paired_bucket_sum(kit, enc, ids, n_nodes, n_slots)
+        assert paired.shape == direct.shape == (n_feat, n_nodes * n_slots)
+        assert paired.raw() == direct.raw(), kit.scheme  # bit-identical, not just equal plaintexts
+
+
+def test_paired_bucket_sum_pays_on_large_nodes(small_kits, monkeypatch):
+    """The pairing is taken where the cost model says so: count the multiplications asked for."""
+    kit = small_kits[1]
+    calls = []
+    orig = type(kit).bucket_sum
+    monkeypatch.setattr(type(kit), "bucket_sum", lambda self, ca, ids, nb: calls.append(np.shape(ids)) or
+                        orig(self, ca, ids, nb))
+    rng = np.random.default_rng(1)
+    ids = rng.integers(0, 8, size=(4000, 4)).astype(np.int32)
+    paired_bucket_sum(kit, kit.encrypt(np.ones(4000)), ids, 1, 8)
+    assert calls[0] == (4000, 2)  # one joint bucket per row and pair, then the marginals of <= 64 cells
+    assert calls[1][1] == 2 and calls[1][0] <= 2 * 64
