@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from hefl._atomic import atomic_path
-from hefl.errors import ProtocolError
+from hefl.errors import DataError, ProtocolError
 
 __all__ = ["Checkpointer", "fingerprint", "new_run_id", "parse_offer", "pick_common"]
 
@@ -101,9 +101,8 @@ class Checkpointer:
             if np.asarray(a).dtype == object:
                 raise TypeError(f"checkpoint array {k!r} has dtype object: only numeric arrays are stored")
         path = self.directory / f"ckpt-{step:06d}.npz"
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as fh:
-                np.savez(fh, **arrays)
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
         self._prune()
         return path
 
@@ -139,6 +138,21 @@ class Checkpointer:
             raise ValueError(f"{path}: not a hefl checkpoint (no metadata)")
         return json.loads(raw.tobytes().decode("utf-8")), arrays
 
+    def resume_state(self, fp: str, offers: Iterable[set[tuple[str, int]]],
+                     unit: str = "step") -> tuple[dict, dict[str, np.ndarray]] | None:
+        """The leader's side of a resume: load the newest checkpoint this party (inputs
+        fingerprint ``fp``) and every peer (their parsed ``offers``) hold, or ``None`` --
+        said in the log -- when there is none and training starts from its first ``unit``."""
+        at = pick_common(self.offers(fp), offers)
+        if at is None:
+            log.warning("resume: no checkpoint that every party holds (this party has %ss %s): "
+                        "training from the first %s", unit, self.steps() or "none", unit)
+            return None
+        meta, arrays = self.load(at[1])
+        if meta.get("run_id") != at[0]:  # a newer save replaced it between offers() and now
+            raise DataError(f"checkpoint {at[1]} changed while resuming")
+        return meta, arrays
+
     def offers(self, fp: str | None = None) -> list[tuple[str, int]]:
         """``(run_id, step)`` of every readable checkpoint (whose fingerprint is ``fp``, if given).
 
@@ -148,7 +162,7 @@ class Checkpointer:
         for s in self.steps():
             try:
                 meta, _ = self.load(s)
-            except Exception as exc:  # a damaged file must not stop a resume from an older one
+            except Exception as exc:  # noqa: BLE001 - a damaged file must not stop a resume from an older one
                 log.warning("ignoring checkpoint %s: %s: %s", self.directory / f"ckpt-{s:06d}.npz",
                             type(exc).__name__, exc)
                 continue

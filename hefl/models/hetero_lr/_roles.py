@@ -82,7 +82,7 @@ from typing import Any
 
 import numpy as np
 
-from hefl.checkpoint import Checkpointer, fingerprint, new_run_id, parse_offer, pick_common
+from hefl.checkpoint import Checkpointer, fingerprint, new_run_id, parse_offer
 from hefl.errors import DataError, ProtocolError
 
 from ._core import (
@@ -363,19 +363,13 @@ class ActiveParty:
         ck = self.checkpoint
         state = None
         if self.resume:
-            at = pick_common(ck.offers(self.fp), offers)
-            if at is None:
-                log.warning("resume: no checkpoint that every party holds (this party has epochs %s): "
-                            "training from the first epoch", ck.steps() or "none")
-            else:
-                meta, arrays = ck.load(at[1])
-                if meta.get("run_id") != at[0]:  # a newer save replaced it between offers() and now
-                    raise DataError(f"checkpoint {at[1]} changed while resuming")
+            state = ck.resume_state(self.fp, offers, "epoch")
+            if state is not None:
+                meta = state[0]
                 c, e, stopped = _position(meta, n_problems)
-                state = (meta, arrays)
                 log.info("resume: continuing run %s after epoch %d (the newest every party has): "
-                         "problem %d of %d, %d epoch(s) done%s", at[0], at[1], c + 1, n_problems, e,
-                         ", stopped" if stopped else "")
+                         "problem %d of %d, %d epoch(s) done%s", meta["run_id"], meta["step"], c + 1, n_problems,
+                         e, ", stopped" if stopped else "")
         if state is None:
             if ck is not None:
                 ck.clear()

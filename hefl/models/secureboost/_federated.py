@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from hefl.checkpoint import Checkpointer, fingerprint, new_run_id, parse_offer, pick_common
+from hefl.checkpoint import Checkpointer, fingerprint, new_run_id, parse_offer
 from hefl.errors import DataError, ProtocolError
 from hefl.he import load_public_kit, public_kit_to_wire
 
@@ -423,16 +423,10 @@ class ActiveParty:
         ck = self.checkpoint
         state = None
         if self.resume:
-            at = pick_common(ck.offers(fp), offers)
-            if at is None:
-                log.warning("resume: no checkpoint that every party holds (this party has trees %s): "
-                            "training from the first tree", ck.steps() or "none")
-            else:
-                meta, arrays = ck.load(at[1])
-                if meta.get("run_id") != at[0]:  # a newer save replaced it between offers() and now
-                    raise DataError(f"checkpoint {at[1]} changed while resuming")
-                state = (meta, arrays)
-                log.info("resume: continuing run %s after tree %d (the newest every party has)", at[0], at[1])
+            state = ck.resume_state(fp, offers, "tree")
+            if state is not None:
+                log.info("resume: continuing run %s after tree %d (the newest every party has)",
+                         state[0]["run_id"], state[0]["step"])
         if state is None:
             ck.clear()
             self.run_id, step = new_run_id(), 0

@@ -11,10 +11,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import hefl.checkpoint
 from hefl.checkpoint import Checkpointer
 from hefl.errors import DataError, ProtocolError
 from hefl.federation import run_threads
-from hefl.models.hetero_lr import ActiveParty, Arbiter, LRConfig, PassiveParty, _roles
+from hefl.models.hetero_lr import ActiveParty, Arbiter, LRConfig, PassiveParty
 from hefl.models.hetero_lr._core import make_optimizer
 
 from .conftest import load_dataset
@@ -258,7 +259,7 @@ def test_passive_refuses_a_checkpoint_it_does_not_hold(tmp_path, data, monkeypat
     _run(tmp_path, data, cfg)
     Checkpointer(tmp_path / "host").clear()
     # an active party that claims every party holds its own newest checkpoint
-    monkeypatch.setattr(_roles, "pick_common", lambda own, others: max(own, key=lambda rs: rs[1]))
+    monkeypatch.setattr(hefl.checkpoint, "pick_common", lambda own, others: max(own, key=lambda rs: rs[1]))
     with pytest.raises(ProtocolError, match="no checkpoint of"):
         _run(tmp_path, data, cfg, resume=True)
 
