@@ -22,6 +22,7 @@ Results travel from a party process to the parent over a ``multiprocessing`` pip
 from __future__ import annotations
 
 import ctypes
+import gc
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -218,6 +219,10 @@ def _error_report(exc: BaseException) -> tuple:
 
 def _party_main(name: str, fn: Callable[[PartyContext], Any], conn: Any, notices: Any,
                 peers: list[str], options: dict, parent_pid: int) -> None:
+    # Everything inherited from the launcher stays uncollected here: its garbage may hold
+    # ZeroMQ sockets, frames or trackers whose I/O threads did not survive the fork, and
+    # finalising those in the child crashes it (seen as SIGSEGV in a GC pass).
+    gc.freeze()
     _own_group()
     _die_with_parent(parent_pid)
     from hefl.transport.zmq_channel import ZmqChannel
@@ -408,6 +413,8 @@ def run_local(
     deadline = start + timeout
     finished = False
     handlers: dict = {}
+    if method == "fork":
+        gc.collect()  # the launcher's own garbage is finalised here, where that is safe
     try:
         for n in names:
             parent_conn, child_conn = mp.Pipe(duplex=True)
