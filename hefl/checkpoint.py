@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from hefl._atomic import atomic_path
+from hefl._atomic import atomic_path, json_default
 from hefl.errors import DataError, ProtocolError
 
 __all__ = ["Checkpointer", "fingerprint", "new_run_id", "parse_offer", "pick_common"]
@@ -95,7 +95,7 @@ class Checkpointer:
         arrays = dict(arrays or {})
         if _META in arrays:
             raise ValueError(f"array name {_META!r} is reserved")
-        doc = json.dumps({**meta, "step": step}, default=_json_default).encode("utf-8")
+        doc = json.dumps({**meta, "step": step}, default=json_default).encode("utf-8")
         arrays[_META] = np.frombuffer(doc, dtype=np.uint8)
         for k, a in arrays.items():
             if np.asarray(a).dtype == object:
@@ -199,15 +199,3 @@ def pick_common(own: Iterable[tuple[str, int]], others: Iterable[set[tuple[str, 
     if not common:
         return None
     return max(common, key=lambda rs: rs[1])
-
-
-def _json_default(o: Any):
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, np.floating):
-        return float(o)
-    if isinstance(o, np.bool_):
-        return bool(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    raise TypeError(f"not JSON-serialisable in a checkpoint: {type(o).__name__}")

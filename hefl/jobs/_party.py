@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from hefl._atomic import atomic_path, atomic_write_text
+from hefl._atomic import atomic_path, atomic_write_text, json_default
 from hefl.checkpoint import Checkpointer
 from hefl.errors import DataError, ProtocolError, TransportError
 
@@ -288,7 +288,7 @@ class _Party:
                       "task": self.task, "classes": self.classes,
                       "id_column": getattr(self.job.parties[self.name].data, "id_column", None),
                       "columns": self.table.columns if self.table is not None else None}
-        atomic_write_text(self.out / "model.json", json.dumps(doc, allow_nan=False, default=_json_default))
+        atomic_write_text(self.out / "model.json", json.dumps(doc, allow_nan=False, default=json_default))
         self.files.append("model.json")
 
     # ------------------------------------------------------------------ evaluate
@@ -408,7 +408,7 @@ class _Party:
             "steps": self.steps,
             "timings": self.model.get("timings") if self.model else None,
         }
-        atomic_write_text(self.out / "metrics.json", json.dumps(doc, indent=2, default=_json_default, allow_nan=False))
+        atomic_write_text(self.out / "metrics.json", json.dumps(doc, indent=2, default=json_default, allow_nan=False))
         if "metrics.json" not in self.files:
             self.files.append("metrics.json")
 
@@ -448,15 +448,3 @@ def _by_id(ids: np.ndarray, rows: np.ndarray) -> np.ndarray:
     if keys.size and all(k.isdigit() and len(k) < 19 for k in keys):
         return rows[np.lexsort((keys, keys.astype(np.int64)))]  # numeric IDs: 2 before 10 (then "07" < "7")
     return rows[np.argsort(keys, kind="stable")]
-
-
-def _json_default(o: Any):
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, np.floating):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, np.bool_):
-        return bool(o)
-    raise TypeError(f"not JSON-serialisable: {type(o).__name__}")

@@ -14,14 +14,13 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.preprocessing import LabelEncoder
 from sklearn.utils.validation import check_is_fitted
 
-from hefl._atomic import atomic_write_text
+from hefl._atomic import atomic_write_text, json_default
 from hefl.errors import ConfigError, DataError
 from hefl.models._input import validated_fit, validated_predict
 from hefl.models._parties import TRANSPORTS, resolve_parties
@@ -54,7 +53,7 @@ def make_kit(he: str, key_size: int, backend: str, n_jobs: int | None, allow_ins
 
 def save_party_model(path: str | os.PathLike, model: dict) -> None:
     """Write one party's model as JSON, atomically (write, then rename)."""
-    atomic_write_text(path, json.dumps(model, allow_nan=False, default=_json_default))
+    atomic_write_text(path, json.dumps(model, allow_nan=False, default=json_default))
 
 
 def load_party_model(path: str | os.PathLike) -> dict:
@@ -63,16 +62,6 @@ def load_party_model(path: str | os.PathLike) -> dict:
     if model.get("kind") not in ("SecureBoostActive", "SecureBoostPassive"):
         raise DataError(f"{path} is not a SecureBoost party model")
     return model
-
-
-def _json_default(o: Any):
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    raise TypeError(f"not JSON-serialisable: {type(o).__name__}")
 
 
 def strict_json_model(model: dict) -> dict:
@@ -252,7 +241,7 @@ class _SecureBoostBase(BaseEstimator):
         meta = {"kind": type(self).__name__, "parties": self.parties_, "params": self.get_params(deep=False),
                 "n_features_in": int(self.n_features_in_),
                 "classes": getattr(self, "classes_", np.array([])).tolist()}
-        atomic_write_text(d / "estimator.json", json.dumps(meta, default=_json_default))
+        atomic_write_text(d / "estimator.json", json.dumps(meta, default=json_default))
 
     @classmethod
     def load_model(cls, directory: str | os.PathLike):
