@@ -60,11 +60,24 @@ class LimbKit(AdditiveKit):
         """``data`` if every row is in [1, ``cipher_modulus``), else InvalidCiphertextError."""
         if self._mod_limbs is None:
             self._mod_limbs = ints_to_limbs([self.cipher_modulus], self.Lc)[0]
-        bad = first_outside(data, self._mod_limbs)
+        self._refuse(first_outside(data, self._mod_limbs), "")
+        return data
+
+    def _check(self, data: np.ndarray) -> np.ndarray:
+        """``data`` if every row is in [1, ``cipher_modulus``) and coprime to n (the full check)."""
+        if data.shape[0]:
+            self._refuse(self._checker().check(data), " or not coprime to n")
+        return data
+
+    def _checker(self):
+        """The backend that runs the full check (a kit may use a CPU one beside a GPU backend)."""
+        return self.backend
+
+    def _refuse(self, bad: int, also: str) -> None:
         if bad >= 0:
             what = "n²" if self.cipher_modulus != self.n else "n"
-            raise InvalidCiphertextError(f"ciphertext {bad} is outside [1, {what}) (public key {self.fingerprint()[:12]})")
-        return data
+            raise InvalidCiphertextError(
+                f"ciphertext {bad} is outside [1, {what}){also} (public key {self.fingerprint()[:12]})")
 
     def _raw(self, a) -> list[int]:
         return limbs_to_ints(a)

@@ -214,15 +214,6 @@ class OUPublicKit(LimbKit):
         """Ciphertexts live in [1, n)."""
         return self.n
 
-    def _check(self, data: np.ndarray) -> np.ndarray:
-        if data.shape[0]:
-            bad = self.backend.check(data)
-            if bad >= 0:
-                raise InvalidCiphertextError(
-                    f"ciphertext {bad} is outside [1, n) or not coprime to n (public key {self.fingerprint()[:12]})"
-                )
-        return data
-
     def _from_ints(self, values):
         if any(not 0 < int(v) < self.n for v in values):
             raise InvalidCiphertextError("ciphertext outside [1, n)")
