@@ -150,13 +150,7 @@ class Channel(ABC):
 
     def multicast(self, peers: Sequence[str], tag: str, obj: Any) -> None:
         """Send the same ``obj`` under ``tag`` to each of ``peers``, encoding it once."""
-        self._check_open()
-        peers = list(peers)
-        for p in peers:
-            self._check_peer(p, tag)
-        self._check_tag(tag, peers[0] if peers else None)
-        if len(set(peers)) != len(peers):
-            raise ProtocolError("the same peer is listed twice", peer=",".join(peers), tag=tag)
+        peers = self._check_peers(peers, tag)
         try:
             header, frames, borrowed = wire.build_message(self._self_name, tag, obj,
                                                           self._adopt_kit)
@@ -225,13 +219,7 @@ class Channel(ABC):
 
         Fails as soon as any of the peers is lost, closed or poisoned.
         """
-        self._check_open()
-        peers = list(peers)
-        for p in peers:
-            self._check_peer(p, tag)
-        self._check_tag(tag, peers[0] if peers else None)
-        if len(set(peers)) != len(peers):
-            raise ProtocolError("the same peer is listed twice", peer=",".join(peers), tag=tag)
+        peers = self._check_peers(peers, tag)
         timeout = self.recv_timeout if timeout is None else float(timeout)
         entries = self._take(peers, tag, timeout)
         out: dict[str, Any] = {}
@@ -289,6 +277,17 @@ class Channel(ABC):
                         peer=missing[0],
                     )
                 self._wait_step(min(remaining, 1.0))
+
+    def _check_peers(self, peers: Sequence[str], tag: str) -> list[str]:
+        """The open channel, known and distinct ``peers`` and a valid ``tag``; the peers as a list."""
+        self._check_open()
+        peers = list(peers)
+        for p in peers:
+            self._check_peer(p, tag)
+        self._check_tag(tag, peers[0] if peers else None)
+        if len(set(peers)) != len(peers):
+            raise ProtocolError("the same peer is listed twice", peer=",".join(peers), tag=tag)
+        return peers
 
     def mark_lost(self, peer: str, reason: str) -> None:
         """Declare ``peer`` lost because something outside the channel saw it go (e.g. the

@@ -178,6 +178,18 @@ def _zeros(obj: Any, kit: Any, peer: str, n: int, frac_bits: int) -> Any:
     return z
 
 
+def _open_gradients(bctx, eng, kit, peers: list[str], cols: dict) -> list:
+    """Key owner: gather each peer's masked gradient ciphertexts ("g"), send each its opened
+    (still masked) gradient ("gd"); returns the opened loss pieces that follow them."""
+    g = bctx.gather("g", peers=peers)
+    rows: list = []
+    for p in peers:
+        back, rest = open_for_peer(eng, kit, _cipher(g[p], kit, p, "g"), cols[p])
+        bctx.send(p, "gd", back)
+        rows += rest
+    return rows
+
+
 def _stop(flag: Any, peer: str) -> bool:
     if not isinstance(flag, bool):
         raise ProtocolError(f"stop flag must be a bool, got {flag!r}", peer=peer, tag="stop")
@@ -451,12 +463,7 @@ class ActiveParty:
                         pe = peer_engs[p]
                         masked, states[p] = pe.mask(pe.matvec([(enc_u[p], mt)]), na + 1)
                         bctx.send(p, "q", masked)
-                    g = bctx.gather("g", peers=passives)
-                    rows: list = []
-                    for p in passives:
-                        back, rest = open_for_peer(eng, mine, _cipher(g[p], mine, p, "g"), cols[p])
-                        bctx.send(p, "gd", back)
-                        rows += rest
+                    rows = _open_gradients(bctx, eng, mine, passives, cols)
                     qd = bctx.gather("qd", peers=passives)
                     q = sum(peer_engs[p].unmask(qd[p], states[p]) for p in passives)
                     opened = eng.decode_sum(rows, FRAC_D + LOSS_EXP)
@@ -720,12 +727,7 @@ class Arbiter:
                         for p in cfg.passives:
                             bctx.send(p, "z", eng.encrypt_zero(nb, FRAC_ENC))
                         eng.precompute((1 + len(cfg.passives)) * _next_batch_size(batches, bi, epoch, cfg, n))
-                    g = bctx.gather("g", peers=data_parties)
-                    rows: list = []
-                    for p in data_parties:
-                        back, rest = open_for_peer(eng, kit, _cipher(g[p], kit, p, "g"), cols[p])
-                        bctx.send(p, "gd", back)
-                        rows += rest
+                    rows = _open_gradients(bctx, eng, kit, data_parties, cols)
                     total += eng.decode_sum(rows, FRAC_D + LOSS_EXP) / 2.0
                 losses.append(total / n)
                 stop = converged(losses, cfg.tol)
