@@ -927,6 +927,17 @@ def _check_output(job: Job, problems: _Problems, mine: list[str]) -> None:
                                                   f"{name!r}: the run would overwrite it; choose another output")
 
 
+def _check_key_file(problems: _Problems, loc: Loc, kf: Path, load: Any, hint: str) -> None:
+    """A CURVE key file exists and ``load`` reads it."""
+    if not kf.exists():
+        problems.add(loc, f"no such key file: {kf} ({hint})")
+        return
+    try:
+        load(kf)
+    except ConfigError as exc:
+        problems.add(loc, str(exc))
+
+
 def _check_ids(job: Job, problems: _Problems, loc: Loc, f: Path, fmt: str, sep: str, id_column: str,
                fix: str | None) -> None:
     """Empty IDs, and repeated ones when PSI is to refuse them (``fix`` says how to allow them)."""
@@ -1027,29 +1038,15 @@ def _check_files(job: Job, problems: _Problems, party: str | None) -> None:
 
         for name, p in cfg.parties.items():
             if p.curve_public_key:
-                kf = job.resolve(p.curve_public_key)
-                if not kf.exists():
-                    problems.add(("parties", name, "curve_public_key"),
-                                 f"no such key file: {kf} (copy {name}'s public key here; hefl keygen writes it)")
-                else:
-                    try:
-                        load_public_key(kf)
-                    except ConfigError as exc:
-                        problems.add(("parties", name, "curve_public_key"), str(exc))
+                _check_key_file(problems, ("parties", name, "curve_public_key"), job.resolve(p.curve_public_key),
+                                load_public_key, f"copy {name}'s public key here; hefl keygen writes it")
         p = cfg.parties[party]
         if not p.curve_secret_key:
             problems.add(("parties", party), "missing 'curve_secret_key': this party's secret key file "
                                              "(or pass --curve-secret-key)")
         else:
-            kf = job.resolve(p.curve_secret_key)
-            if not kf.exists():
-                problems.add(("parties", party, "curve_secret_key"),
-                             f"no such key file: {kf} (hefl keygen --out DIR --name {party})")
-            else:
-                try:
-                    load_secret_key(kf)
-                except ConfigError as exc:
-                    problems.add(("parties", party, "curve_secret_key"), str(exc))
+            _check_key_file(problems, ("parties", party, "curve_secret_key"), job.resolve(p.curve_secret_key),
+                            load_secret_key, f"hefl keygen --out DIR --name {party}")
     elif party is None and job.curve_enabled():
         job.warnings.append("CURVE keys are configured: an embedded run uses fresh keys on loopback; "
                             "the key files are read by --party runs")
