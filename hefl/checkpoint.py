@@ -128,11 +128,13 @@ class Checkpointer:
                 out.append(int(m.group(1)))
         return sorted(out)
 
-    def load(self, step: int) -> tuple[dict, dict[str, np.ndarray]]:
-        """``(meta, arrays)`` of the checkpoint after ``step`` units."""
+    def load(self, step: int, meta_only: bool = False) -> tuple[dict, dict[str, np.ndarray]]:
+        """``(meta, arrays)`` of the checkpoint after ``step`` units (``arrays`` empty with
+        ``meta_only``: the arrays, e.g. a margin per row, are not read)."""
         path = self.directory / f"ckpt-{int(step):06d}.npz"
         with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
+            names = [_META] if meta_only and _META in z.files else z.files
+            arrays = {k: z[k] for k in names}
         raw = arrays.pop(_META, None)
         if raw is None or raw.dtype != np.uint8:
             raise ValueError(f"{path}: not a hefl checkpoint (no metadata)")
@@ -161,7 +163,7 @@ class Checkpointer:
         out = []
         for s in self.steps():
             try:
-                meta, _ = self.load(s)
+                meta, _ = self.load(s, meta_only=True)
             except Exception as exc:  # noqa: BLE001 - a damaged file must not stop a resume from an older one
                 log.warning("ignoring checkpoint %s: %s: %s", self.directory / f"ckpt-{s:06d}.npz",
                             type(exc).__name__, exc)

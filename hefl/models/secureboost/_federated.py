@@ -587,7 +587,7 @@ class PassiveParty:
             if self.checkpoint is None or (rid, step) not in set(self.checkpoint.offers(self.fp)):
                 raise ProtocolError(f"asked to resume run {rid} after tree {step}, which this party has no "
                                     "checkpoint of", peer=self.active, tag=tag)
-            meta, _ = self.checkpoint.load(step)
+            meta, _ = self.checkpoint.load(step, meta_only=True)
             self.splits = [dict(s) for s in meta["splits"]]
             self._rng.bit_generator.state = meta["rng"]
             log.info("resume: continuing run %s after tree %d with %d private splits", rid, step, len(self.splits))
