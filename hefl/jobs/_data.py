@@ -12,7 +12,9 @@ from hefl.errors import DataError
 
 from .config import data_format
 
-__all__ = ["PartyTable", "read_table"]
+__all__ = ["PartyTable", "read_table", "ragged_rows"]
+
+_BLOCK = 1 << 24  # bytes per read while counting fields
 
 
 @dataclass
@@ -32,6 +34,95 @@ class PartyTable:
 
     def __len__(self) -> int:
         return int(self.ids.shape[0])
+
+
+def ragged_rows(path: Path, sep: str) -> str | None:
+    """Say which data rows of a CSV file have more or fewer fields than its header, if any.
+
+    pandas pads a row with too few fields with missing values (and a file whose every
+    row has one field too many silently gets its first column as the index), so a
+    truncated or misaligned file would otherwise train as if its cells were missing.
+    Blank lines are skipped and rows are numbered as pandas numbers them. Files with
+    quotes are counted with :mod:`csv`; a separator longer than one character (a regular
+    expression to pandas) is not checked.
+    """
+    if len(sep) != 1:
+        return None
+    widths = _csv_widths(path, sep) if _has_quote(path) else _plain_widths(path, sep.encode())
+    expected, bad, first, first_n = None, 0, 0, 0
+    row = 0
+    for block in widths:
+        if expected is None:
+            if block.size == 0:
+                continue
+            expected, block = int(block[0]), block[1:]
+        off = np.flatnonzero(block != expected)
+        if off.size and not bad:
+            first, first_n = row + int(off[0]) + 1, int(block[off[0]])
+        bad += int(off.size)
+        row += int(block.size)
+    if not bad:
+        return None
+    return (f"{path.name}: data row {first} has {first_n} field(s) where the header has {expected}"
+            f" ({bad} such row(s) in all; a truncated or misaligned file?)")
+
+
+def _has_quote(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        while block := fh.read(_BLOCK):
+            if b'"' in block:
+                return True
+    return False
+
+
+def _plain_widths(path: Path, sep: bytes):
+    """Fields per non-blank line (header first), block by block, of an unquoted file."""
+    code = sep[0]
+    carry = b""
+    with open(path, "rb") as fh:
+        while True:
+            block = fh.read(_BLOCK)
+            data = carry + block
+            if block:
+                cut = data.rfind(b"\n")
+                if cut < 0:
+                    carry = data
+                    continue
+                data, carry = data[: cut + 1], data[cut + 1:]
+            else:
+                carry = b""
+            if data:
+                yield _line_widths(np.frombuffer(data, dtype=np.uint8), code)
+            if not block:
+                return
+
+
+def _line_widths(buf: np.ndarray, code: int) -> np.ndarray:
+    nl = np.flatnonzero(buf == 10)
+    starts = np.concatenate(([0], nl + 1))
+    ends = np.concatenate((nl, [buf.size]))
+    lens = ends - starts
+    cr = lens > 0
+    cr[cr] = buf[ends[cr] - 1] == 13
+    starts = starts[(lens - cr) > 0]
+    if starts.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    # a segment runs to the next non-blank line's start: the blank lines between hold no separator
+    return np.add.reduceat(buf == code, starts, dtype=np.int64) + 1
+
+
+def _csv_widths(path: Path, sep: str):
+    import csv
+
+    with open(path, newline="", encoding="utf-8", errors="replace") as fh:
+        widths: list[int] = []
+        for rec in csv.reader(fh, delimiter=sep):
+            if rec:
+                widths.append(len(rec))
+                if len(widths) >= 1 << 16:
+                    yield np.asarray(widths, dtype=np.int64)
+                    widths = []
+        yield np.asarray(widths, dtype=np.int64)
 
 
 def read_table(path: Path, fmt: str, sep: str, id_column: str, label_column: str | None,
@@ -54,7 +145,12 @@ def read_table(path: Path, fmt: str, sep: str, id_column: str, label_column: str
             frame = pd.read_parquet(path)
         else:
             frame = pd.read_csv(path, sep=sep, dtype={id_column: str})
+            ragged = ragged_rows(path, sep)
+            if ragged is not None:
+                raise DataError(ragged)
     except (OSError, ValueError, KeyError, UnicodeDecodeError) as exc:
+        if isinstance(exc, DataError):
+            raise
         raise DataError(f"cannot read {path}: {type(exc).__name__}: {exc}") from None
     # the file may have changed since the job was checked: name what is missing, not a KeyError
     have = [str(c) for c in frame.columns]

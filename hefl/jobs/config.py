@@ -857,13 +857,19 @@ def _check_data_file(job: Job, problems: _Problems, loc: Loc, path: str, fmt: st
     if not f.is_file():
         problems.add(loc + ("path",), f"not a file: {f}")
         return None
+    from ._data import ragged_rows  # here: _data imports this module
+
     try:
         cols = read_columns(f, fmt, sep)
+        ragged = ragged_rows(f, sep) if data_format(f, fmt) == "csv" else None
     except ConfigError as exc:
         problems.add(loc + ("path",), str(exc))
         return None
     except Exception as exc:  # noqa: BLE001 - any reader failure is a problem with the file
         problems.add(loc + ("path",), f"cannot read {f}: {type(exc).__name__}: {exc}")
+        return None
+    if ragged is not None:
+        problems.add(loc + ("path",), ragged)
         return None
     for key, col in wanted:
         if col is None:

@@ -621,6 +621,36 @@ def test_data_that_goes_bad_after_the_check_fails_the_run_clearly(tmp_path, job_
     assert isinstance(info.value.error, DataError)
 
 
+def _truncate_row(path: Path, data_row: int, keep_fields: int) -> None:
+    """Cut data row ``data_row`` (1-based) of a CSV file to its first ``keep_fields`` fields."""
+    lines = path.read_text().splitlines(keepends=True)
+    lines[data_row] = ",".join(lines[data_row].rstrip("\n").split(",")[:keep_fields]) + "\n"
+    path.write_text("".join(lines))
+
+
+def test_truncated_csv_row_is_refused_before_anything_runs(tmp_path, job_doc):
+    """pandas would pad the short row with missing values and train on it."""
+    bad = _write_csv(tmp_path / "bad.csv", HOST)
+    _truncate_row(bad, 7, 4)
+    job_doc["parties"]["host"]["data"]["path"] = str(bad)
+    text = _problem(tmp_path, job_doc)
+    assert re.search(r"parties\.host\.data\.path: bad\.csv: data row 7 has 4 field\(s\) where the header "
+                     rf"has {HOST.shape[1]} \(1 such row\(s\) in all; a truncated or misaligned file\?\)", text), text
+    assert not (tmp_path / "out").exists()
+
+
+def test_row_truncated_after_the_check_fails_the_run_clearly(tmp_path, job_doc):
+    bad = _write_csv(tmp_path / "bad.csv", GUEST)
+    job_doc["parties"]["guest"]["data"]["path"] = str(bad)
+    job = load_job(write_yaml(tmp_path / "job.yaml", job_doc))
+    _truncate_row(bad, 12, 2)
+    with pytest.raises(PartyFailed) as info:
+        run_job(job, progress=False)
+    assert info.value.party == "guest"
+    assert isinstance(info.value.error, DataError)
+    assert re.search(r"failed reading its data.*DataError: bad\.csv: data row 12 has 2 field\(s\)", str(info.value))
+
+
 # ============================================================================ nothing lost
 
 
