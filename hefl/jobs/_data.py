@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,24 +78,28 @@ def _has_quote(path: Path) -> bool:
 
 def _plain_widths(path: Path, sep: bytes):
     """Fields per non-blank line (header first), block by block, of an unquoted file."""
+    import mmap
+
     code = sep[0]
-    carry = b""
     with open(path, "rb") as fh:
-        while True:
-            block = fh.read(_BLOCK)
-            data = carry + block
-            if block:
-                cut = data.rfind(b"\n")
-                if cut < 0:
-                    carry = data
-                    continue
-                data, carry = data[: cut + 1], data[cut + 1:]
-            else:
-                carry = b""
-            if data:
-                yield _line_widths(np.frombuffer(data, dtype=np.uint8), code)
-            if not block:
-                return
+        size = os.fstat(fh.fileno()).st_size
+        if size == 0:
+            return
+        with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+            whole = np.frombuffer(mm, dtype=np.uint8)
+            try:
+                pos = 0
+                while pos < size:
+                    end = min(pos + _BLOCK, size)
+                    if end < size:  # stop after a newline: no line is split between blocks
+                        cut = mm.rfind(b"\n", pos, end)
+                        if cut < 0:
+                            cut = mm.find(b"\n", end)
+                        end = size if cut < 0 else cut + 1
+                    yield _line_widths(whole[pos:end], code)
+                    pos = end
+            finally:
+                del whole  # the mmap cannot close while a view of it lives
 
 
 def _line_widths(buf: np.ndarray, code: int) -> np.ndarray:
@@ -107,8 +112,9 @@ def _line_widths(buf: np.ndarray, code: int) -> np.ndarray:
     starts = starts[(lens - cr) > 0]
     if starts.size == 0:
         return np.zeros(0, dtype=np.int64)
-    # a segment runs to the next non-blank line's start: the blank lines between hold no separator
-    return np.add.reduceat(buf == code, starts, dtype=np.int64) + 1
+    # a line's separators: those up to the next non-blank line's start (blank lines hold none)
+    seps = np.flatnonzero(buf == code)
+    return np.diff(np.searchsorted(seps, starts), append=seps.size) + 1
 
 
 def _csv_widths(path: Path, sep: str):
