@@ -356,7 +356,7 @@ def parse_header(data: Any, max_bytes: int = MAX_HEADER_BYTES) -> dict:
     if mv.nbytes > max_bytes:
         raise BadMessage(f"header of {mv.nbytes} bytes exceeds the limit of {max_bytes}")
     try:
-        header = json.loads(mv.tobytes().decode("utf-8"))
+        header = json.loads(str(mv, "utf-8"))
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         raise BadMessage(f"header is not valid UTF-8 JSON ({type(exc).__name__})") from None
     if not isinstance(header, dict):
@@ -402,6 +402,25 @@ def check_frames(header: dict, frames: list[Any], max_message_bytes: int) -> int
     if total > max_message_bytes:
         raise BadMessage(f"message of {total} bytes exceeds the limit of {max_message_bytes}")
     return total
+
+
+#: dtype strings already found plain and numeric (there are only a few dozen of them)
+_DTYPES: dict[str, np.dtype] = {}
+
+
+def _plain_dtype(dtype_s: object) -> np.dtype:
+    """The numpy dtype of a received dtype string, which must be plain and numeric."""
+    if not isinstance(dtype_s, str) or not _DTYPE_RE.match(dtype_s):
+        raise BadMessage(f"array dtype {str(dtype_s)[:40]!r} is not a plain numeric dtype")
+    try:
+        dt = np.dtype(dtype_s)
+    except TypeError:
+        raise BadMessage(f"array dtype {dtype_s!r} is not known to numpy") from None
+    if dt.kind not in "biufc" or dt.str != dtype_s:
+        raise BadMessage(f"array dtype {dtype_s!r} is not a plain numeric dtype")
+    if len(_DTYPES) < 256:  # _DTYPE_RE admits 3 * 5 * 100 strings at most anyway
+        _DTYPES[dtype_s] = dt
+    return dt
 
 
 class _Decoder:
@@ -468,14 +487,9 @@ class _Decoder:
 
     def array(self, desc: dict) -> Any:
         dtype_s, shape, order = desc.get("dtype"), desc.get("shape"), desc.get("order", "C")
-        if not isinstance(dtype_s, str) or not _DTYPE_RE.match(dtype_s):
-            raise BadMessage(f"array dtype {str(dtype_s)[:40]!r} is not a plain numeric dtype")
-        try:
-            dt = np.dtype(dtype_s)
-        except TypeError:
-            raise BadMessage(f"array dtype {dtype_s!r} is not known to numpy") from None
-        if dt.kind not in "biufc" or dt.str != dtype_s:
-            raise BadMessage(f"array dtype {dtype_s!r} is not a plain numeric dtype")
+        dt = _DTYPES.get(dtype_s) if type(dtype_s) is str else None
+        if dt is None:
+            dt = _plain_dtype(dtype_s)
         if (
             not isinstance(shape, list)
             or len(shape) > _MAX_NDIM

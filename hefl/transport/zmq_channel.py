@@ -59,6 +59,8 @@ _LOOPBACK = ("tcp://127.", "tcp://localhost", "tcp://[::1]", "ipc://", "inproc:/
 
 
 _HB_SUFFIX = b"!hb"  # routing-id suffix of heartbeat connections ('!' is not in names)
+_NOBLOCK = int(zmq.NOBLOCK)  # plain ints: pyzmq converts enum flags on every call
+_POLLIN = int(zmq.POLLIN)
 
 
 def _send_parts(sock: zmq.Socket, parts: list[tuple[Any, bool]]) -> None:
@@ -162,6 +164,7 @@ class ZmqChannel(Channel):
         # Lock order: _router_lock before _cond.
         self._router_lock = threading.Lock()
         self._router_wanted = 0
+        self._router_poller: zmq.Poller | None = None  # used under _router_lock only
         self._pong = wire.control_header(self_name, "pong")
         self.denied: list[str] = []  # ZAP refusals ("address key"), for diagnostics
         try:
@@ -375,9 +378,12 @@ class ZmqChannel(Channel):
             if self._router_lock.acquire(timeout=step):
                 try:
                     # Another thread may have delivered what we wait for meanwhile.
-                    if (self._gen == gen and not self.closed
-                            and self._router.poll(int(step * 1000), zmq.POLLIN)):
-                        self._drain_router(self._pong)
+                    if self._gen == gen and not self.closed:
+                        if self._router_poller is None:
+                            self._router_poller = zmq.Poller()
+                            self._router_poller.register(self._router, _POLLIN)
+                        if self._router_poller.poll(int(step * 1000)):
+                            self._drain_router(self._pong)
                 finally:
                     self._router_lock.release()
         finally:
@@ -554,11 +560,16 @@ class ZmqChannel(Channel):
             self._zctx.term()
 
     def _drain_router(self, pong: bytes) -> None:
+        router = self._router
         for _ in range(1000):
             try:
-                parts = self._router.recv_multipart(zmq.NOBLOCK, copy=False)
+                part = router.recv(_NOBLOCK, copy=False)
             except zmq.Again:
                 return
+            parts = [part]
+            while part.more:  # the rest of a multipart message is there already
+                part = router.recv(_NOBLOCK, copy=False)
+                parts.append(part)
             if len(parts) < 2:
                 continue
             ident = parts[0].bytes
