@@ -60,6 +60,7 @@ _LOOPBACK = ("tcp://127.", "tcp://localhost", "tcp://[::1]", "ipc://", "inproc:/
 
 _HB_SUFFIX = b"!hb"  # routing-id suffix of heartbeat connections ('!' is not in names)
 _NOBLOCK = int(zmq.NOBLOCK)  # plain ints: pyzmq converts enum flags on every call
+_NOBLOCK_MORE = int(zmq.NOBLOCK | zmq.SNDMORE)
 _POLLIN = int(zmq.POLLIN)
 
 
@@ -72,7 +73,7 @@ def _send_parts(sock: zmq.Socket, parts: list[tuple[Any, bool]]) -> None:
     """
     last = len(parts) - 1
     for i, (part, copy) in enumerate(parts):
-        sock.send(part, zmq.NOBLOCK | (zmq.SNDMORE if i < last else 0), copy=copy)
+        sock.send(part, _NOBLOCK_MORE if i < last else _NOBLOCK, copy=copy)
 
 
 class _Link:
@@ -321,7 +322,7 @@ class ZmqChannel(Channel):
         if link is None:
             raise TransportError(f"not connected to {peer!r} (call connect() first)",
                                  peer=peer, tag=tag)
-        parts, tracker = self._frames(header, frames)
+        parts, sent = self._frames(header, frames)
         deadline = time.monotonic() + self.recv_timeout
         st = self._peer_state(peer)
         with link.lock:
@@ -334,35 +335,34 @@ class ZmqChannel(Channel):
                 except zmq.Again:
                     self._check_send(peer, tag, deadline, st)
                     link.sock.poll(50, zmq.POLLOUT)
-        del parts  # drop our references to the frames so the tracker can complete
-        if tracker is not None:
-            while True:
-                try:
-                    tracker.wait(0.05)
-                    break
-                except zmq.NotDone:
-                    self._check_send(peer, tag, deadline, st)
+        del parts  # drop our references to the frames so that they can be released
+        for done in sent:
+            while not done.wait(0.05):
+                self._check_send(peer, tag, deadline, st)
 
     def _frames(self, header: bytes,
-                frames: list[Any]) -> tuple[list[tuple[Any, bool]], Any]:
-        """``(part, copy)`` pairs for a message, and a tracker of its zero-copy frames.
+                frames: list[Any]) -> tuple[list[tuple[Any, bool]], list[threading.Event]]:
+        """``(part, copy)`` pairs for a message, and the events set once ZeroMQ has
+        released each of its tracked zero-copy frames.
 
-        ``bytes`` are immutable, so they are always sent zero-copy; large views of the
-        caller's memory are sent zero-copy and tracked; small ones are copied by libzmq.
-        Its own function so that no stray local keeps a ``zmq.Frame`` alive: the tracker
-        completes only when every reference to a tracked frame is gone.
+        Small frames are copied by libzmq (cheaper than tracking them); large ``bytes``
+        are immutable, so they are sent zero-copy untracked; large views of the caller's
+        memory are sent zero-copy and tracked. Its own function so that no stray local
+        keeps a ``zmq.Frame`` alive: ZeroMQ releases a frame only once every reference
+        to it is gone.
         """
-        parts: list[tuple[Any, bool]] = [(header, False)]
-        tracked: list[zmq.Frame] = []
+        parts: list[tuple[Any, bool]] = [(header, len(header) < self.zero_copy_bytes)]
+        sent: list[threading.Event] = []
         for f in frames:
-            if isinstance(f, bytes):
-                parts.append((f, False))
-            elif memoryview(f).nbytes >= self.zero_copy_bytes:
-                tracked.append(zmq.Frame(f, track=True, copy=False))
-                parts.append((tracked[-1], False))
-            else:
+            if memoryview(f).nbytes < self.zero_copy_bytes:
                 parts.append((f, True))
-        return parts, (zmq.MessageTracker(*tracked) if tracked else None)
+            elif isinstance(f, bytes):
+                parts.append((f, False))
+            else:
+                frame = zmq.Frame(f, track=True, copy=False)
+                sent.append(frame.tracker_event)
+                parts.append((frame, False))
+        return parts, sent
 
     def _wait_step(self, timeout: float) -> None:
         """Called with ``_cond`` held: receive in this thread while waiting, if possible."""
