@@ -19,8 +19,10 @@ itself, so a stream of messages is received without a thread hand-off per messag
 either way what arrives is checked and buffered by tag. ``send`` uses the peer's data DEALER directly (one lock per peer) and
 returns once ZeroMQ owns the message: frames of at least ``zero_copy_bytes`` that are
 views of the caller's memory (numpy arrays) are sent zero-copy and ``send`` waits until
-ZeroMQ has written them out, so the caller may modify its arrays afterwards; smaller
-ones are copied, which keeps a stream of small messages pipelined.
+ZeroMQ has written them out, so the caller may modify its arrays afterwards (where the
+``hefl._zsend`` extension is built, ZeroMQ's release wakes the sender directly rather
+than through pyzmq's garbage-collector thread); smaller ones are copied, which keeps a
+stream of small messages pipelined.
 
 Security
 --------
@@ -34,6 +36,7 @@ authentication, no encryption) and logs that once per process.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import threading
@@ -64,16 +67,49 @@ _NOBLOCK_MORE = int(zmq.NOBLOCK | zmq.SNDMORE)
 _POLLIN = int(zmq.POLLIN)
 
 
-def _send_parts(sock: zmq.Socket, parts: list[tuple[Any, bool]]) -> None:
-    """Send ``(part, copy)`` pairs as one message, without blocking.
+# How a frame is sent: copied by libzmq; zero-copy through pyzmq (immutable bytes, or a
+# tracked zmq.Frame); zero-copy through hefl._zsend (a view of the caller's memory).
+_COPY, _ZERO_COPY, _DIRECT = 0, 1, 2
+
+
+def _bind_zsend() -> Any:
+    """``hefl._zsend`` bound to pyzmq's libzmq, or ``None`` (pyzmq's trackers are used)."""
+    try:
+        from hefl import _zsend
+    except ImportError:
+        return None
+    try:
+        _zsend.bind()
+    except OSError as exc:
+        log.debug("zero-copy sends through pyzmq's trackers: %s", exc)
+        return None
+    return _zsend
+
+
+_ZSEND = _bind_zsend()
+
+
+def _send_parts(sock: zmq.Socket, parts: list[tuple[Any, int]]) -> list[Any]:
+    """Send ``(part, how)`` pairs as one message, without blocking; return what to wait
+    on for the ``_DIRECT`` parts (``wait(timeout) -> bool``, true once released).
 
     Only the first part can meet the high-water mark (``zmq.Again``): once it is
-    accepted ZeroMQ takes the rest of the message too (atomic delivery). A function of
-    its own so that no loop variable outlives the call and keeps a tracked frame alive.
+    accepted ZeroMQ takes the rest of the message too (atomic delivery), and the first
+    part is always the header. A function of its own so that no loop variable outlives
+    the call and keeps a tracked frame alive.
     """
+    waits = []
     last = len(parts) - 1
-    for i, (part, copy) in enumerate(parts):
-        sock.send(part, _NOBLOCK_MORE if i < last else _NOBLOCK, copy=copy)
+    for i, (part, how) in enumerate(parts):
+        flags = _NOBLOCK_MORE if i < last else _NOBLOCK
+        if how == _DIRECT:
+            err, sent = _ZSEND.send(sock.underlying, part, flags)
+            if err:
+                raise zmq.Again(err) if err == errno.EAGAIN else zmq.ZMQError(err)
+            waits.append(sent)
+        else:
+            sock.send(part, flags, copy=how == _COPY)
+    return waits
 
 
 class _Link:
@@ -330,7 +366,7 @@ class ZmqChannel(Channel):
                 if link.closed:
                     raise TransportError("channel closed while sending", peer=peer, tag=tag)
                 try:
-                    _send_parts(link.sock, parts)
+                    sent += _send_parts(link.sock, parts)
                     break
                 except zmq.Again:
                     self._check_send(peer, tag, deadline, st)
@@ -340,28 +376,31 @@ class ZmqChannel(Channel):
             while not done.wait(0.05):
                 self._check_send(peer, tag, deadline, st)
 
-    def _frames(self, header: bytes,
-                frames: list[Any]) -> tuple[list[tuple[Any, bool]], list[threading.Event]]:
-        """``(part, copy)`` pairs for a message, and the events set once ZeroMQ has
-        released each of its tracked zero-copy frames.
+    def _frames(self, header: bytes, frames: list[Any]) -> tuple[list[tuple[Any, int]], list[Any]]:
+        """``(part, how)`` pairs for a message, and the events set once ZeroMQ has
+        released each of its pyzmq-tracked frames.
 
         Small frames are copied by libzmq (cheaper than tracking them); large ``bytes``
         are immutable, so they are sent zero-copy untracked; large views of the caller's
-        memory are sent zero-copy and tracked. Its own function so that no stray local
-        keeps a ``zmq.Frame`` alive: ZeroMQ releases a frame only once every reference
-        to it is gone.
+        memory are sent zero-copy and waited for: through ``hefl._zsend`` where it is
+        built (one wake-up when ZeroMQ lets go), else as tracked ``zmq.Frame`` s. Its own
+        function so that no stray local keeps a ``zmq.Frame`` alive: ZeroMQ releases a
+        frame only once every reference to it is gone.
         """
-        parts: list[tuple[Any, bool]] = [(header, len(header) < self.zero_copy_bytes)]
-        sent: list[threading.Event] = []
+        parts: list[tuple[Any, int]] = [(header, _COPY if len(header) < self.zero_copy_bytes
+                                         else _ZERO_COPY)]
+        sent: list[Any] = []
         for f in frames:
             if memoryview(f).nbytes < self.zero_copy_bytes:
-                parts.append((f, True))
+                parts.append((f, _COPY))
             elif isinstance(f, bytes):
-                parts.append((f, False))
+                parts.append((f, _ZERO_COPY))
+            elif _ZSEND is not None:
+                parts.append((f, _DIRECT))
             else:
                 frame = zmq.Frame(f, track=True, copy=False)
                 sent.append(frame.tracker_event)
-                parts.append((frame, False))
+                parts.append((frame, _ZERO_COPY))
         return parts, sent
 
     def _wait_step(self, timeout: float) -> None:

@@ -75,17 +75,31 @@ def test_payload_kinds(pair):
             assert got == obj and type(got) is type(obj)
 
 
-def test_large_array_zero_copy_and_safe_to_modify_after_send(pair):
+@pytest.mark.parametrize("direct", [True, False], ids=["zsend", "pyzmq_tracker"])
+def test_large_array_zero_copy_and_safe_to_modify_after_send(pair, monkeypatch, direct):
+    from hefl.transport import zmq_channel
+
+    if direct and zmq_channel._ZSEND is None:
+        pytest.skip("hefl._zsend is not built here")
+    if not direct:
+        monkeypatch.setattr(zmq_channel, "_ZSEND", None)
     a, b = pair
     x = np.arange(2_000_000, dtype=np.float64)  # 16 MB: zero-copy path
     a.send("bob", "big", x)
     x[:] = -1  # send() returned: ZeroMQ no longer needs our memory
     got = b.recv("alice", "big")
     assert got[0] == 0 and got[-1] == 1_999_999 and got.flags.writeable
-    y = np.arange(100_000, dtype=np.int64)  # 800 kB: copied path
-    a.send("bob", "mid", y)
+    y = np.arange(100_000, dtype=np.int64)  # 800 kB: zero-copy too
+    parts = (y, np.arange(10, dtype=np.int64), y[::-1].copy())  # several frames, one message
+    a.send("bob", "mid", parts)
     y[:] = -1
-    assert b.recv("alice", "mid")[-1] == 99_999
+    got = b.recv("alice", "mid")
+    assert got[0][-1] == 99_999 and got[1][-1] == 9 and got[2][0] == 99_999
+    for i in range(50):  # a stream of them, each modified as soon as send returns
+        z = np.full(40_000, i, dtype=np.float64)
+        a.send("bob", f"s{i}", z)
+        z[:] = -1
+    assert all(b.recv("alice", f"s{i}")[-1] == i for i in range(50))
 
 
 @settings(max_examples=25, deadline=None)
