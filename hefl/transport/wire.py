@@ -114,6 +114,9 @@ _TAG_RE = re.compile(rf"{_SEGMENT}(?:/{_SEGMENT})*\Z")
 _SEGMENT_RE = re.compile(rf"{_SEGMENT}\Z")
 MAX_TAG_LENGTH = 512
 _DTYPE_RE = re.compile(r"[<>|]([biufc])([0-9]{1,2})\Z")
+# one encoder each, made once (json.dumps with options builds a new one per call)
+_JSON = json.JSONEncoder(separators=(",", ":"), allow_nan=True)
+_HEADER_JSON = json.JSONEncoder(separators=(",", ":"), allow_nan=True, check_circular=False)
 _MAX_NDIM = 32
 
 
@@ -244,7 +247,7 @@ class _Encoder:
             desc["f"] = self.add(bytes(mv), False)
             return desc
         if depth == 0 and _is_json(obj):
-            text = json.dumps(obj, separators=(",", ":"), allow_nan=True)
+            text = _JSON.encode(obj)
             return {"k": "json", "f": self.add(text.encode("utf-8"), False)}
         if obj is None or isinstance(obj, (bool, int, float, str)):
             if isinstance(obj, int) and not isinstance(obj, bool):
@@ -254,13 +257,13 @@ class _Encoder:
             return {"k": "val", "v": obj}
         if isinstance(obj, (list, tuple)):
             if isinstance(obj, list) and _is_json(obj, depth):
-                text = json.dumps(obj, separators=(",", ":"), allow_nan=True)
+                text = _JSON.encode(obj)
                 return {"k": "json", "f": self.add(text.encode("utf-8"), False)}
             items = [self.encode(x, depth + 1) for x in obj]
             return {"k": "tuple" if isinstance(obj, tuple) else "list", "items": items}
         if isinstance(obj, dict):
             if _is_json(obj, depth):
-                text = json.dumps(obj, separators=(",", ":"), allow_nan=True)
+                text = _JSON.encode(obj)
                 return {"k": "json", "f": self.add(text.encode("utf-8"), False)}
             keys = []
             for k in obj:
@@ -328,7 +331,7 @@ def build_message(src: str, tag: str, obj: Any, on_kit: Callable[[Any], None] | 
     sizes = [memoryview(f).nbytes for f in frames]
     header = {"v": PROTOCOL_VERSION, "src": src, "kind": "msg", "tag": tag, "body": body,
               "sizes": sizes}
-    return json.dumps(header, separators=(",", ":")).encode("utf-8"), frames, borrowed
+    return _HEADER_JSON.encode(header).encode("utf-8"), frames, borrowed
 
 
 def control_header(src: str, kind: str) -> bytes:
