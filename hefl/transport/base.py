@@ -210,7 +210,11 @@ class Channel(ABC):
             Tag already received, or the message (or an earlier one from ``peer``) was
             malformed.
         """
-        return self.recv_many([peer], tag, timeout)[peer]
+        self._check_open()  # recv_many([peer], ...) without its lists and dicts
+        self._check_peer(peer, tag)
+        self._check_tag(tag, peer)
+        e = self._take([peer], tag, self.recv_timeout if timeout is None else float(timeout))[peer]
+        return self._open(peer, tag, e)
 
     def recv_many(
         self, peers: Sequence[str], tag: str, timeout: float | None = None
@@ -222,15 +226,15 @@ class Channel(ABC):
         peers = self._check_peers(peers, tag)
         timeout = self.recv_timeout if timeout is None else float(timeout)
         entries = self._take(peers, tag, timeout)
-        out: dict[str, Any] = {}
-        for p in peers:
-            e = entries[p]
-            if e.error is not None:
-                raise ProtocolError(f"rejected message: {e.error}", peer=p, tag=tag)
-            out[p] = wire.decode_payload(
-                e.body or {}, e.frames, kits=self._kits, on_kit=self._adopt_kit, peer=p, tag=tag
-            )
-        return out
+        return {p: self._open(p, tag, entries[p]) for p in peers}
+
+    def _open(self, peer: str, tag: str, e: _Entry) -> Any:
+        """The payload of a taken message (its rejection, if it was rejected on arrival)."""
+        if e.error is not None:
+            raise ProtocolError(f"rejected message: {e.error}", peer=peer, tag=tag)
+        return wire.decode_payload(
+            e.body or {}, e.frames, kits=self._kits, on_kit=self._adopt_kit, peer=peer, tag=tag
+        )
 
     def register_kit(self, kit: Any) -> None:
         """Accept ``CipherArray`` s under ``kit``'s public key (looked up by fingerprint).
@@ -341,6 +345,9 @@ class Channel(ABC):
             self._poison(peer, f"rejected message claiming to come from {header['src']!r}", None)
             return None
         kind = header["kind"]
+        if kind == "msg":
+            self._deliver(peer, header, frames)  # marks the peer seen, under the same lock
+            return header
         with self._cond:
             st = self._state[peer]
             st.seen = True
@@ -351,8 +358,6 @@ class Channel(ABC):
                 st.closed = True
                 log.debug("%s: peer %s closed its channel", self._self_name, peer)
                 self._notify()
-        if kind == "msg":
-            self._deliver(peer, header, frames)
         return header
 
     def _deliver(self, peer: str, header: dict, frames: list[Any]) -> None:
@@ -364,6 +369,8 @@ class Channel(ABC):
             entry = _Entry(None, [], 0, str(exc))
         with self._cond:
             st = self._state[peer]
+            st.seen = True
+            st.last_seen = time.monotonic()
             if st.poison is not None:
                 return
             if tag in st.consumed or tag in st.buffered:

@@ -202,6 +202,11 @@ class ZmqChannel(Channel):
         self._router_lock = threading.Lock()
         self._router_wanted = 0
         self._router_poller: zmq.Poller | None = None  # used under _router_lock only
+        # routing id -> (peer, heartbeat connection?): who a received message is from
+        self._idents: dict[bytes, tuple[str, bool]] = {}
+        for p in self._peer_names:
+            self._idents[p.encode("ascii")] = (p, False)
+            self._idents[p.encode("ascii") + _HB_SUFFIX] = (p, True)
         self._pong = wire.control_header(self_name, "pong")
         self.denied: list[str] = []  # ZAP refusals ("address key"), for diagnostics
         try:
@@ -612,15 +617,14 @@ class ZmqChannel(Channel):
             if len(parts) < 2:
                 continue
             ident = parts[0].bytes
-            beat = ident.endswith(_HB_SUFFIX)
-            name = ident[: -len(_HB_SUFFIX)] if beat else ident
-            peer = name.decode("ascii", "replace")
-            if peer not in self.peers:
+            known = self._idents.get(ident)
+            if known is None:
                 if ident not in self._unknown_logged and len(self._unknown_logged) < 100:
                     self._unknown_logged.add(ident)
                     log.warning("%s: dropped a message from unknown party %r", self.self_name,
-                                peer[:64])
+                                ident[:64].decode("ascii", "replace"))
                 continue
+            peer, beat = known
             if self._curve is not None:
                 try:
                     user = parts[1].get("User-Id")
