@@ -262,6 +262,8 @@ class Channel(ABC):
         ------
         TimeoutError
             Some peer did not show up in time (names them).
+        PeerLostError
+            A peer that has not shown up yet is known to be gone (:meth:`mark_lost`).
         """
         timeout = self.recv_timeout if timeout is None else float(timeout)
         deadline = time.monotonic() + timeout
@@ -274,6 +276,8 @@ class Channel(ABC):
                     st = self._state[p]
                     if st.poison is not None:
                         raise ProtocolError(st.poison[0], peer=p, tag=st.poison[1])
+                    if st.lost is not None:  # e.g. the launcher saw its process die
+                        raise PeerLostError(f"before it connected: {st.lost}", peer=p)
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or self._closed:
                     raise TimeoutError(

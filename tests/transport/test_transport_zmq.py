@@ -7,6 +7,7 @@ import multiprocessing as mp
 import os
 import pickle
 import signal
+import threading
 import time
 
 import numpy as np
@@ -150,6 +151,20 @@ def test_never_connected_peer_times_out():
         t = time.monotonic()
         c.close()
         assert time.monotonic() - t < 5
+
+
+def test_peer_lost_before_it_connected_ends_wait_ready_at_once():
+    """The launcher saw the peer's process die during setup: no waiting out the timeout."""
+    c = ZmqChannel("alice", ["ghost"], recv_timeout=30, **FAST)
+    try:
+        c.connect({"ghost": "tcp://127.0.0.1:9"})
+        threading.Timer(0.2, c.mark_lost, args=("ghost", "its process exited with code 3")).start()
+        t = time.monotonic()
+        with pytest.raises(PeerLostError, match="before it connected: its process exited") as ei:
+            c.wait_ready(30)
+        assert ei.value.peer == "ghost" and time.monotonic() - t < 5
+    finally:
+        c.close(linger=0)
 
 
 # ----------------------------------------------------------------------------- peer loss
