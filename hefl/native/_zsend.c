@@ -7,11 +7,12 @@
  * send paid three thread wake-ups and a GIL hand-off. Here libzmq's free callback posts
  * a semaphore the sender waits on with the GIL released: one wake-up, no Python thread.
  *
- * The functions come from the libzmq that pyzmq already loaded (found among the loaded
- * objects, never loaded anew); where exactly one such library is not found, bind()
- * fails and hefl keeps pyzmq's own tracked sends. Nothing here touches Python objects
- * from libzmq's thread: the callback only posts the semaphore and sets a flag; buffers
- * are released by Python code, with the GIL, once the flag is set.
+ * The functions are looked up through pyzmq's own (already loaded) extension module, so
+ * they are those of the libzmq that owns pyzmq's sockets, and its version must be the
+ * one pyzmq reports; where that fails, bind() fails and hefl keeps pyzmq's own tracked
+ * sends. Nothing here touches Python objects from libzmq's thread: the callback only
+ * posts the semaphore and sets a flag; buffers are released by Python code, with the
+ * GIL, once the flag is set.
  */
 #define PY_SSIZE_T_CLEAN
 #ifndef _GNU_SOURCE
@@ -21,7 +22,6 @@
 
 #include <dlfcn.h>
 #include <errno.h>
-#include <link.h>
 #include <semaphore.h>
 #include <stdint.h>
 #include <string.h>
@@ -38,6 +38,14 @@ static int (*p_msg_close)(zmq_msg_t *);
 static int (*p_errno)(void);
 static void (*p_version)(int *, int *, int *);
 
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 30))
+#define WAIT_CLOCK CLOCK_MONOTONIC /* a wall-clock step cannot stretch a wait */
+#define SEM_WAIT_UNTIL(s, ts) sem_clockwait((s), CLOCK_MONOTONIC, (ts))
+#else
+#define WAIT_CLOCK CLOCK_REALTIME
+#define SEM_WAIT_UNTIL(s, ts) sem_timedwait((s), (ts))
+#endif
+
 /* One zero-copy message: what the callback signals, and the buffer it pins. */
 typedef struct hint {
     sem_t sem;
@@ -52,8 +60,10 @@ static hint_t *orphans; /* messages whose Sent object died before ZeroMQ release
 static void on_free(void *data, void *h_) {
     (void)data;
     hint_t *h = (hint_t *)h_;
+    /* This order matters: h may be freed (by Python code) as soon as done reads 1, so
+     * setting done must be the callback's last touch of h. */
     sem_post(&h->sem);
-    __atomic_store_n(&h->done, 1, __ATOMIC_RELEASE); /* last touch of h from this thread */
+    __atomic_store_n(&h->done, 1, __ATOMIC_RELEASE);
 }
 
 static int is_done(hint_t *h) { return __atomic_load_n(&h->done, __ATOMIC_ACQUIRE); }
@@ -72,15 +82,25 @@ static void destroy(hint_t *h) {
 }
 
 static void sweep_orphans(void) {
-    hint_t **pp = &orphans;
-    while (*pp) {
-        hint_t *h = *pp;
+    /* Releasing a buffer can run Python code (a finalizer) that sends again and sweeps
+     * again: take the list first, put the pending ones back, and only then free the rest. */
+    hint_t *list = orphans, *done = NULL;
+    orphans = NULL;
+    while (list) {
+        hint_t *h = list;
+        list = h->next;
         if (is_done(h)) {
-            *pp = h->next;
-            destroy(h);
+            h->next = done;
+            done = h;
         } else {
-            pp = &h->next;
+            h->next = orphans;
+            orphans = h;
         }
+    }
+    while (done) {
+        hint_t *h = done;
+        done = h->next;
+        destroy(h);
     }
 }
 
@@ -108,9 +128,10 @@ static PyObject *Sent_wait(SentObject *self, PyObject *arg) {
     if (timeout == -1.0 && PyErr_Occurred()) return NULL;
     hint_t *h = self->h;
     if (h->released) Py_RETURN_TRUE;
+    if (!(timeout > 0)) timeout = 0; /* NaN too */
+    if (timeout > 86400.0) timeout = 86400.0; /* callers loop; keeps the arithmetic finite */
     struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    if (timeout < 0) timeout = 0;
+    clock_gettime(WAIT_CLOCK, &ts);
     time_t whole = (time_t)timeout;
     long ns = ts.tv_nsec + (long)((timeout - (double)whole) * 1e9);
     ts.tv_sec += whole + ns / 1000000000L;
@@ -118,7 +139,7 @@ static PyObject *Sent_wait(SentObject *self, PyObject *arg) {
     int rc, err = 0;
     Py_BEGIN_ALLOW_THREADS;
     do {
-        rc = sem_timedwait(&h->sem, &ts);
+        rc = SEM_WAIT_UNTIL(&h->sem, &ts);
         err = rc ? errno : 0;
     } while (rc != 0 && err == EINTR);
     Py_END_ALLOW_THREADS;
@@ -157,60 +178,42 @@ static PyTypeObject SentType = {
 
 /* ------------------------------------------------------------------ module */
 
-struct found {
-    char path[4096];
-    int count;
-};
-
-static int find_cb(struct dl_phdr_info *info, size_t size, void *data) {
-    (void)size;
-    struct found *f = (struct found *)data;
-    const char *name = info->dlpi_name;
-    if (!name || !*name) return 0;
-    const char *base = strrchr(name, '/');
-    base = base ? base + 1 : name;
-    if (strncmp(base, "libzmq", 6) == 0 && (base[6] == '.' || base[6] == '-')) {
-        f->count++;
-        strncpy(f->path, name, sizeof(f->path) - 1);
-    }
-    return 0;
-}
-
-static PyObject *py_bind(PyObject *self, PyObject *noargs) {
+static PyObject *py_bind(PyObject *self, PyObject *args) {
     (void)self;
-    (void)noargs;
-    struct found f;
-    memset(&f, 0, sizeof(f));
-    dl_iterate_phdr(find_cb, &f);
-    if (f.count != 1) {
-        PyErr_Format(PyExc_OSError, "%d loaded libzmq libraries (import zmq first; need exactly one)",
-                     f.count);
-        return NULL;
-    }
-    void *lib = dlopen(f.path, RTLD_NOW | RTLD_NOLOAD);
+    const char *ext;
+    int want_major, want_minor, want_patch;
+    if (!PyArg_ParseTuple(args, "s(iii)", &ext, &want_major, &want_minor, &want_patch)) return NULL;
+    /* pyzmq's extension is loaded already; symbols looked up through its handle come from
+     * the libzmq it links (its dependency, or built into it): the one that owns its sockets. */
+    void *lib = dlopen(ext, RTLD_NOW | RTLD_NOLOAD);
     if (!lib) {
-        PyErr_Format(PyExc_OSError, "cannot reopen %s: %s", f.path, dlerror());
+        PyErr_Format(PyExc_OSError, "pyzmq's extension %s is not loaded: %s", ext, dlerror());
         return NULL;
     }
-    *(void **)&p_init_data = dlsym(lib, "zmq_msg_init_data");
-    *(void **)&p_msg_send = dlsym(lib, "zmq_msg_send");
-    *(void **)&p_msg_close = dlsym(lib, "zmq_msg_close");
-    *(void **)&p_errno = dlsym(lib, "zmq_errno");
-    *(void **)&p_version = dlsym(lib, "zmq_version");
-    dlclose(lib); /* RTLD_NOLOAD took a reference; pyzmq keeps the library loaded */
-    if (!p_init_data || !p_msg_send || !p_msg_close || !p_errno || !p_version) {
-        p_init_data = NULL;
-        PyErr_Format(PyExc_OSError, "%s lacks the zmq_msg functions", f.path);
+    void *init_data = dlsym(lib, "zmq_msg_init_data"), *msg_send = dlsym(lib, "zmq_msg_send");
+    void *msg_close = dlsym(lib, "zmq_msg_close"), *errno_fn = dlsym(lib, "zmq_errno");
+    void *version = dlsym(lib, "zmq_version");
+    if (!init_data || !msg_send || !msg_close || !errno_fn || !version) {
+        dlclose(lib);
+        PyErr_SetString(PyExc_OSError, "the libzmq functions are not visible through pyzmq");
         return NULL;
     }
     int major, minor, patch;
-    p_version(&major, &minor, &patch);
-    if (major != 4 || minor < 1) { /* zmq_msg_t is 64 bytes from 4.1 on */
-        p_init_data = NULL;
-        PyErr_Format(PyExc_OSError, "libzmq %d.%d.%d: need 4.1 or later", major, minor, patch);
+    ((void (*)(int *, int *, int *))version)(&major, &minor, &patch);
+    if (major != want_major || minor != want_minor || patch != want_patch || major != 4 ||
+        minor < 1) { /* zmq_msg_t is 64 bytes from 4.1 on */
+        dlclose(lib);
+        PyErr_Format(PyExc_OSError, "found libzmq %d.%d.%d, pyzmq reports %d.%d.%d (need the same, 4.1+)",
+                     major, minor, patch, want_major, want_minor, want_patch);
         return NULL;
     }
-    return Py_BuildValue("(s(iii))", f.path, major, minor, patch);
+    /* the handle stays open: the library must outlive every pending message */
+    *(void **)&p_init_data = init_data;
+    *(void **)&p_msg_send = msg_send;
+    *(void **)&p_msg_close = msg_close;
+    *(void **)&p_errno = errno_fn;
+    *(void **)&p_version = version;
+    return Py_BuildValue("(iii)", major, minor, patch);
 }
 
 static PyObject *py_send(PyObject *self, PyObject *args) {
@@ -246,20 +249,26 @@ static PyObject *py_send(PyObject *self, PyObject *args) {
         return Py_BuildValue("(iO)", err ? err : ENOMEM, Py_None);
     }
     int rc, err = 0;
-    Py_BEGIN_ALLOW_THREADS;
-    rc = p_msg_send(&msg, (void *)(uintptr_t)sock, flags);
-    if (rc < 0) {
-        err = p_errno();
-        p_msg_close(&msg); /* calls on_free: nothing was sent */
+    for (;;) {
+        Py_BEGIN_ALLOW_THREADS;
+        rc = p_msg_send(&msg, (void *)(uintptr_t)sock, flags);
+        err = rc < 0 ? p_errno() : 0;
+        Py_END_ALLOW_THREADS;
+        if (rc >= 0 || err != EINTR) break;
+        if (PyErr_CheckSignals() < 0) { /* a handler raised: give up like pyzmq does */
+            err = -1;
+            break;
+        }
     }
-    Py_END_ALLOW_THREADS;
     if (rc < 0) {
+        p_msg_close(&msg); /* calls on_free: nothing was sent */
         if (is_done(h)) {
             destroy(h);
         } else { /* cannot happen with libzmq, but never free what ZeroMQ may hold */
             h->next = orphans;
             orphans = h;
         }
+        if (err == -1) return NULL; /* the signal handler's exception */
         return Py_BuildValue("(iO)", err ? err : EIO, Py_None);
     }
     SentObject *s = PyObject_New(SentObject, &SentType);
@@ -282,8 +291,9 @@ static PyObject *py_pending(PyObject *self, PyObject *noargs) {
 }
 
 static PyMethodDef methods[] = {
-    {"bind", py_bind, METH_NOARGS,
-     "bind() -> (path, version): use the libzmq pyzmq loaded; OSError where that is not clear"},
+    {"bind", py_bind, METH_VARARGS,
+     "bind(pyzmq_extension_path, version) -> version: use the libzmq pyzmq's extension links;"
+     " OSError where it cannot be found or is another version"},
     {"send", py_send, METH_VARARGS,
      "send(socket_address, buffer, flags) -> (errno, Sent or None): one zero-copy frame"},
     {"orphans", py_pending, METH_NOARGS,

@@ -232,9 +232,11 @@ class _Encoder:
             return {"k": "bytes", "f": self.add(obj, False)}
         if isinstance(obj, (bytearray, memoryview)):
             mv = memoryview(obj)
-            if not mv.contiguous:
+            if not mv.c_contiguous:  # F-ordered too: the bytes are sent in tobytes() order
                 mv = memoryview(mv.tobytes())
-            return {"k": "bytes", "f": self.add(mv.cast("B") if mv.format != "B" else mv, True)}
+            if mv.ndim != 1 or mv.format != "B":
+                mv = mv.cast("B")
+            return {"k": "bytes", "f": self.add(mv, True)}
         if isinstance(obj, str) and depth == 0:
             return {"k": "str", "f": self.add(obj.encode("utf-8"), False)}
         if isinstance(obj, np.ndarray):

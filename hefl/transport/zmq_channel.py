@@ -79,8 +79,10 @@ def _bind_zsend() -> Any:
     except ImportError:
         return None
     try:
-        _zsend.bind()
-    except OSError as exc:
+        from zmq.backend.cython import _zmq as pyzmq_ext
+
+        _zsend.bind(pyzmq_ext.__file__, zmq.zmq_version_info())
+    except (ImportError, AttributeError, OSError) as exc:
         log.debug("zero-copy sends through pyzmq's trackers: %s", exc)
         return None
     return _zsend
@@ -93,23 +95,42 @@ def _send_parts(sock: zmq.Socket, parts: list[tuple[Any, int]]) -> list[Any]:
     """Send ``(part, how)`` pairs as one message, without blocking; return what to wait
     on for the ``_DIRECT`` parts (``wait(timeout) -> bool``, true once released).
 
-    Only the first part can meet the high-water mark (``zmq.Again``): once it is
-    accepted ZeroMQ takes the rest of the message too (atomic delivery), and the first
-    part is always the header. A function of its own so that no loop variable outlives
-    the call and keeps a tracked frame alive.
+    The high-water mark (``zmq.Again``) is met by the first part, the header: once it is
+    accepted ZeroMQ takes the rest of the message too (atomic delivery). Should a later
+    part fail all the same, the message is ended with an empty frame before the error is
+    raised, so that the next message does not become its tail (the peer rejects this
+    one: its frames do not match its header). A function of its own so that no loop
+    variable outlives the call and keeps a tracked frame alive.
     """
     waits = []
     last = len(parts) - 1
     for i, (part, how) in enumerate(parts):
         flags = _NOBLOCK_MORE if i < last else _NOBLOCK
-        if how == _DIRECT:
-            err, sent = _ZSEND.send(sock.underlying, part, flags)
-            if err:
-                raise zmq.Again(err) if err == errno.EAGAIN else zmq.ZMQError(err)
-            waits.append(sent)
-        else:
-            sock.send(part, flags, copy=how == _COPY)
+        try:
+            if how == _DIRECT:
+                err, sent = _ZSEND.send(sock.underlying, part, flags)
+                if err:
+                    raise _zmq_error(err)
+                waits.append(sent)
+            else:
+                sock.send(part, flags, copy=how == _COPY)
+        except BaseException:
+            if i > 0:
+                try:
+                    sock.send(b"", _NOBLOCK)
+                except zmq.ZMQError:
+                    pass  # the socket is gone: so is the half message
+            raise
     return waits
+
+
+def _zmq_error(err: int) -> zmq.ZMQError:
+    """The pyzmq exception for a libzmq error number."""
+    if err == errno.EAGAIN:
+        return zmq.Again(err)
+    if err == zmq.ETERM:
+        return zmq.ContextTerminated(err)
+    return zmq.ZMQError(err)
 
 
 class _Link:
@@ -400,7 +421,7 @@ class ZmqChannel(Channel):
                 parts.append((f, _COPY))
             elif isinstance(f, bytes):
                 parts.append((f, _ZERO_COPY))
-            elif _ZSEND is not None:
+            elif _ZSEND is not None and memoryview(f).c_contiguous:
                 parts.append((f, _DIRECT))
             else:
                 frame = zmq.Frame(f, track=True, copy=False)

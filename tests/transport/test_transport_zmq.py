@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import multiprocessing as mp
 import os
@@ -101,6 +102,44 @@ def test_large_array_zero_copy_and_safe_to_modify_after_send(pair, monkeypatch, 
         a.send("bob", f"s{i}", z)
         z[:] = -1
     assert all(b.recv("alice", f"s{i}")[-1] == i for i in range(50))
+
+
+@pytest.mark.parametrize("direct", [True, False], ids=["zsend", "pyzmq_tracker"])
+def test_fortran_ordered_buffers_and_the_message_after_them(pair, monkeypatch, direct):
+    """A large F-ordered memoryview is sent in tobytes() order, and the link stays in step."""
+    from hefl.transport import zmq_channel
+
+    if not direct:
+        monkeypatch.setattr(zmq_channel, "_ZSEND", None)
+    a, b = pair
+    u8 = np.asfortranarray(np.arange(1_000_000, dtype=np.uint8).reshape(1000, 1000))
+    mv = memoryview(u8)
+    assert mv.f_contiguous and not mv.c_contiguous
+    a.send("bob", "f", mv)
+    a.send("bob", "next", np.arange(10))
+    assert b.recv("alice", "f") == mv.tobytes()
+    assert b.recv("alice", "next").tolist() == list(range(10))
+
+
+def test_a_part_failing_mid_message_costs_that_message_only(pair, monkeypatch):
+    """Should a frame after the header fail, the half-sent message is ended: the peer
+    rejects that tag, and the next message arrives intact."""
+    from hefl.transport import zmq_channel
+
+    class Failing:
+        @staticmethod
+        def send(sock, buf, flags):
+            return errno.ENOMEM, None
+
+    a, b = pair
+    monkeypatch.setattr(zmq_channel, "_ZSEND", Failing)
+    with pytest.raises(zmq.ZMQError):
+        a.send("bob", "broken", np.arange(100_000, dtype=np.float64))
+    monkeypatch.undo()
+    a.send("bob", "after", np.arange(100_000, dtype=np.float64))
+    with pytest.raises(ProtocolError, match="rejected message"):
+        b.recv("alice", "broken")
+    assert b.recv("alice", "after")[-1] == 99_999
 
 
 @settings(max_examples=25, deadline=None)

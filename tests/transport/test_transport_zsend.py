@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import errno
+import os
+import socket
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -26,10 +30,32 @@ def _resizable(buf: bytearray) -> bool:
     return True
 
 
+def _pending(ctx: zmq.Context) -> zmq.Socket:
+    """A DEALER whose messages ZeroMQ queues: connected to a free port nobody listens on."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    d = ctx.socket(zmq.DEALER)
+    d.connect(f"tcp://127.0.0.1:{port}")
+    return d
+
+
 def test_bound_to_the_libzmq_pyzmq_uses():
-    path, version = zsend.bind()
-    assert "libzmq" in path and version == zmq.zmq_version_info()
+    from zmq.backend.cython import _zmq
+
+    assert zsend.bind(_zmq.__file__, zmq.zmq_version_info()) == zmq.zmq_version_info()
     assert zmq_channel._ZSEND is zsend
+
+
+def test_bind_refuses_another_version_and_keeps_working():
+    from zmq.backend.cython import _zmq
+
+    with pytest.raises(OSError, match="pyzmq reports 3.9.9"):
+        zsend.bind(_zmq.__file__, (3, 9, 9))
+    with pytest.raises(OSError, match="not loaded"):
+        zsend.bind("/nonexistent/_zmq.so", zmq.zmq_version_info())
+    test_frame_arrives_and_is_released_once_sent()  # the earlier binding still stands
 
 
 def test_frame_arrives_and_is_released_once_sent():
@@ -55,9 +81,8 @@ def test_frame_arrives_and_is_released_once_sent():
 
 def test_held_frame_waits_then_is_released_when_the_socket_closes():
     ctx = zmq.Context()
-    d = ctx.socket(zmq.DEALER)
+    d = _pending(ctx)
     try:
-        d.connect("tcp://127.0.0.1:9")  # nobody there: ZeroMQ queues the message
         data = bytearray(200_000)
         err, sent = zsend.send(d.underlying, data, NOBLOCK)
         assert err == 0
@@ -72,9 +97,8 @@ def test_held_frame_waits_then_is_released_when_the_socket_closes():
 
 def test_sent_object_dropped_before_release_keeps_the_buffer_pinned():
     ctx = zmq.Context()
-    d = ctx.socket(zmq.DEALER)
+    d = _pending(ctx)
     try:
-        d.connect("tcp://127.0.0.1:9")
         data = bytearray(200_000)
         before = zsend.orphans()
         err, sent = zsend.send(d.underlying, data, NOBLOCK)
@@ -110,3 +134,67 @@ def test_bad_arguments():
         zsend.send(0, b"x", 0)
     with pytest.raises(TypeError):
         zsend.send(1, object(), 0)
+
+
+def test_wait_with_odd_timeouts():
+    ctx = zmq.Context()
+    d = _pending(ctx)
+    try:
+        err, sent = zsend.send(d.underlying, bytearray(200_000), NOBLOCK)
+        assert err == 0
+        t = time.monotonic()
+        assert sent.wait(float("nan")) is False and sent.wait(-5.0) is False
+        assert time.monotonic() - t < 1.0
+        d.close(linger=0)
+        assert sent.wait(float("inf")) is True  # released already: no wait, no overflow
+    finally:
+        d.close(linger=0)
+        ctx.term()
+
+
+def test_sweep_survives_a_finalizer_that_sends_again():
+    """Releasing an orphan's buffer can run Python code that sends (and sweeps) again.
+
+    Run under Python's debug allocator, which poisons freed memory: a sweep reading a
+    node that the nested sweep freed crashes there rather than passing by luck.
+    """
+    if os.environ.get("PYTHONMALLOC") != "debug":
+        here = f"{__file__}::test_sweep_survives_a_finalizer_that_sends_again"
+        run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", here],
+                             env={**os.environ, "PYTHONMALLOC": "debug"}, capture_output=True,
+                             text=True, timeout=120)
+        assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+        return
+    ctx = zmq.Context()
+    d_a, d_x, d_n = _pending(ctx), _pending(ctx), _pending(ctx)
+    ran = []
+
+    class Trigger(bytearray):
+        def __del__(self):  # runs inside the outer sweep
+            d_x.close(linger=0)  # the orphan before it in the list gets released too...
+            time.sleep(0.3)  # ...by ZeroMQ's own thread: let it, so the nested sweep frees it
+            err, sent = zsend.send(d_n.underlying, bytearray(200_000), NOBLOCK)
+            ran.append(err)
+
+    try:
+        t = Trigger(200_000)
+        err, s = zsend.send(d_a.underlying, t, NOBLOCK)
+        assert err == 0
+        del s, t  # orphan A: its view holds the last reference to the Trigger
+        err, s = zsend.send(d_x.underlying, bytearray(200_000), NOBLOCK)
+        assert err == 0
+        del s  # orphan X
+        d_a.close(linger=0)
+        deadline = time.monotonic() + 5
+        while not ran and time.monotonic() < deadline:
+            zsend.orphans()  # sweeps: frees A, whose finalizer sends and sweeps again
+            time.sleep(0.01)
+        assert ran == [0]
+        d_n.close(linger=0)
+        while zsend.orphans() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert zsend.orphans() == 0
+    finally:
+        for d in (d_a, d_x, d_n):
+            d.close(linger=0)
+        ctx.term()
