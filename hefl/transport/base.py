@@ -135,7 +135,8 @@ class Channel(ABC):
         """Send ``obj`` to ``peer`` under ``tag`` (once per peer and tag).
 
         Returns once the payload has been handed to the transport; arrays passed in may
-        be modified afterwards.
+        be modified afterwards. (Should ``send`` raise instead, e.g. on a timeout or a lost
+        peer, the transport may still hold a large array it was sending: leave it be.)
 
         Raises
         ------

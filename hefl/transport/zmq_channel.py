@@ -96,11 +96,14 @@ def _send_parts(sock: zmq.Socket, parts: list[tuple[Any, int]]) -> list[Any]:
     on for the ``_DIRECT`` parts (``wait(timeout) -> bool``, true once released).
 
     The high-water mark (``zmq.Again``) is met by the first part, the header: once it is
-    accepted ZeroMQ takes the rest of the message too (atomic delivery). Should a later
-    part fail all the same, the message is ended with an empty frame before the error is
-    raised, so that the next message does not become its tail (the peer rejects this
-    one: its frames do not match its header). A function of its own so that no loop
-    variable outlives the call and keeps a tracked frame alive.
+    accepted ZeroMQ takes the rest of the message too (atomic delivery). A later part
+    fails only when its connection dies (ZeroMQ then drops the whole message and says
+    ``Again``: the caller sends it again) or when our side cannot hand it over; either
+    way the message is ended with an empty frame before the error is raised, so that
+    the next message does not become its tail (ZeroMQ drops that frame along with a
+    dropped message; a peer that got the first parts rejects the message, whose frames
+    do not match its header). A function of its own so that no loop variable outlives
+    the call and keeps a tracked frame alive.
     """
     waits = []
     last = len(parts) - 1

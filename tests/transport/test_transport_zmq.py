@@ -83,7 +83,18 @@ def test_large_array_zero_copy_and_safe_to_modify_after_send(pair, monkeypatch, 
 
     if direct and zmq_channel._ZSEND is None:
         pytest.skip("hefl._zsend is not built here")
-    if not direct:
+    direct_sends = []
+    if direct:  # a spy: the direct path must really be the one taken
+        real = zmq_channel._ZSEND
+
+        class Spy:
+            @staticmethod
+            def send(sock, buf, flags):
+                direct_sends.append(memoryview(buf).nbytes)
+                return real.send(sock, buf, flags)
+
+        monkeypatch.setattr(zmq_channel, "_ZSEND", Spy)
+    else:
         monkeypatch.setattr(zmq_channel, "_ZSEND", None)
     a, b = pair
     x = np.arange(2_000_000, dtype=np.float64)  # 16 MB: zero-copy path
@@ -102,6 +113,9 @@ def test_large_array_zero_copy_and_safe_to_modify_after_send(pair, monkeypatch, 
         a.send("bob", f"s{i}", z)
         z[:] = -1
     assert all(b.recv("alice", f"s{i}")[-1] == i for i in range(50))
+    if direct:  # 16 MB, 2 x 800 kB, 50 x 320 kB; the 80-byte array is copied
+        assert sorted(direct_sends)[-3:] == [800_000, 800_000, 16_000_000]
+        assert len(direct_sends) == 53
 
 
 @pytest.mark.parametrize("direct", [True, False], ids=["zsend", "pyzmq_tracker"])
