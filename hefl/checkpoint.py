@@ -32,11 +32,18 @@ import os
 import re
 import secrets
 import shutil
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+# numpy reads each .npy header with ast.literal_eval, and CPython 3.11's AST validator
+# keeps its recursion depth per interpreter: two threads parsing at once can fail with
+# "SystemError: AST constructor recursion depth mismatch" (parties run as threads of one
+# process did). One lock for every checkpoint read in this process.
+_NPZ_LOCK = threading.Lock()
 
 from hefl._atomic import atomic_path, json_default
 from hefl.errors import DataError, ProtocolError
@@ -132,7 +139,7 @@ class Checkpointer:
         """``(meta, arrays)`` of the checkpoint after ``step`` units (``arrays`` empty with
         ``meta_only``: the arrays, e.g. a margin per row, are not read)."""
         path = self.directory / f"ckpt-{int(step):06d}.npz"
-        with np.load(path, allow_pickle=False) as z:
+        with _NPZ_LOCK, np.load(path, allow_pickle=False) as z:
             names = [_META] if meta_only and _META in z.files else z.files
             arrays = {k: z[k] for k in names}
         raw = arrays.pop(_META, None)
