@@ -39,14 +39,14 @@ from typing import Any
 
 import numpy as np
 
+from hefl._atomic import atomic_path, json_default
+from hefl.errors import DataError, ProtocolError
+
 # numpy reads each .npy header with ast.literal_eval, and CPython 3.11's AST validator
 # keeps its recursion depth per interpreter: two threads parsing at once can fail with
 # "SystemError: AST constructor recursion depth mismatch" (parties run as threads of one
 # process did). One lock for every checkpoint read in this process.
 _NPZ_LOCK = threading.Lock()
-
-from hefl._atomic import atomic_path, json_default
-from hefl.errors import DataError, ProtocolError
 
 __all__ = ["Checkpointer", "fingerprint", "new_run_id", "parse_offer", "pick_common"]
 

@@ -13,7 +13,7 @@ from hefl.errors import DataError
 
 from .config import data_format
 
-__all__ = ["PartyTable", "read_table", "ragged_rows"]
+__all__ = ["PartyTable", "ragged_rows", "read_table"]
 
 _BLOCK = 1 << 24  # bytes per read while counting fields
 
