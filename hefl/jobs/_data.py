@@ -49,7 +49,7 @@ def ragged_rows(path: Path, sep: str) -> str | None:
     """
     if len(sep) != 1:
         return None
-    widths = _csv_widths(path, sep) if _has_quote(path) else _plain_widths(path, sep.encode())
+    widths = _widths(path, sep)
     expected, bad, first, first_n = None, 0, 0, 0
     row = 0
     for block in widths:
@@ -68,24 +68,20 @@ def ragged_rows(path: Path, sep: str) -> str | None:
             f" ({bad} such row(s) in all; a truncated or misaligned file?)")
 
 
-def _has_quote(path: Path) -> bool:
-    with open(path, "rb") as fh:
-        while block := fh.read(_BLOCK):
-            if b'"' in block:
-                return True
-    return False
-
-
-def _plain_widths(path: Path, sep: bytes):
-    """Fields per non-blank line (header first), block by block, of an unquoted file."""
+def _widths(path: Path, sep: str):
+    """Fields per non-blank line (header first), block by block: counted on an mmap of
+    the file, or by :mod:`csv` where the file has quotes (or the separator is not one byte)."""
     import mmap
 
-    code = sep[0]
     with open(path, "rb") as fh:
         size = os.fstat(fh.fileno()).st_size
         if size == 0:
             return
         with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+            if mm.find(b'"') >= 0 or len(sep.encode()) != 1:  # quotes, or a multi-byte sep
+                yield from _csv_widths(path, sep)
+                return
+            code = sep.encode()[0]
             whole = np.frombuffer(mm, dtype=np.uint8)
             try:
                 pos = 0

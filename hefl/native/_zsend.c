@@ -36,7 +36,6 @@ static int (*p_init_data)(zmq_msg_t *, void *, size_t, zfree_fn *, void *);
 static int (*p_msg_send)(zmq_msg_t *, void *, int);
 static int (*p_msg_close)(zmq_msg_t *);
 static int (*p_errno)(void);
-static void (*p_version)(int *, int *, int *);
 
 #if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 30))
 #define WAIT_CLOCK CLOCK_MONOTONIC /* a wall-clock step cannot stretch a wait */
@@ -212,7 +211,6 @@ static PyObject *py_bind(PyObject *self, PyObject *args) {
     *(void **)&p_msg_send = msg_send;
     *(void **)&p_msg_close = msg_close;
     *(void **)&p_errno = errno_fn;
-    *(void **)&p_version = version;
     return Py_BuildValue("(iii)", major, minor, patch);
 }
 

@@ -223,15 +223,15 @@ class Channel(ABC):
         peers = self._check_peers(peers, tag)
         timeout = self.recv_timeout if timeout is None else float(timeout)
         entries = self._take(peers, tag, timeout)
-        return {p: self._open(p, tag, entries[p]) for p in peers}
-
-    def _open(self, peer: str, tag: str, e: _Entry) -> Any:
-        """The payload of a taken message (its rejection, if it was rejected on arrival)."""
-        if e.error is not None:
-            raise ProtocolError(f"rejected message: {e.error}", peer=peer, tag=tag)
-        return wire.decode_payload(
-            e.body or {}, e.frames, kits=self._kits, on_kit=self._adopt_kit, peer=peer, tag=tag
-        )
+        out: dict[str, Any] = {}
+        for p in peers:
+            e = entries[p]
+            if e.error is not None:
+                raise ProtocolError(f"rejected message: {e.error}", peer=p, tag=tag)
+            out[p] = wire.decode_payload(
+                e.body or {}, e.frames, kits=self._kits, on_kit=self._adopt_kit, peer=p, tag=tag
+            )
+        return out
 
     def register_kit(self, kit: Any) -> None:
         """Accept ``CipherArray`` s under ``kit``'s public key (looked up by fingerprint).

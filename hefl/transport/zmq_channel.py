@@ -420,11 +420,12 @@ class ZmqChannel(Channel):
                                          else _ZERO_COPY)]
         sent: list[Any] = []
         for f in frames:
-            if memoryview(f).nbytes < self.zero_copy_bytes:
+            mv = memoryview(f)
+            if mv.nbytes < self.zero_copy_bytes:
                 parts.append((f, _COPY))
             elif isinstance(f, bytes):
                 parts.append((f, _ZERO_COPY))
-            elif _ZSEND is not None and memoryview(f).c_contiguous:
+            elif _ZSEND is not None and mv.c_contiguous:
                 parts.append((f, _DIRECT))
             else:
                 frame = zmq.Frame(f, track=True, copy=False)

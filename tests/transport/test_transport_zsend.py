@@ -30,15 +30,28 @@ def _resizable(buf: bytearray) -> bool:
     return True
 
 
-def _pending(ctx: zmq.Context) -> zmq.Socket:
-    """A DEALER whose messages ZeroMQ queues: connected to a free port nobody listens on."""
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    d = ctx.socket(zmq.DEALER)
-    d.connect(f"tcp://127.0.0.1:{port}")
-    return d
+@pytest.fixture
+def dealer():
+    """``dealer()``: a DEALER whose messages ZeroMQ queues (connected to a free port nobody
+    listens on); ``dealer(connect=False)``: one that cannot queue anything. All closed after."""
+    ctx = zmq.Context()
+    made: list[zmq.Socket] = []
+
+    def make(connect: bool = True) -> zmq.Socket:
+        d = ctx.socket(zmq.DEALER)
+        made.append(d)
+        if connect:
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+            s.close()
+            d.connect(f"tcp://127.0.0.1:{port}")
+        return d
+
+    yield make
+    for d in made:
+        d.close(linger=0)
+    ctx.term()
 
 
 def test_bound_to_the_libzmq_pyzmq_uses():
@@ -79,54 +92,39 @@ def test_frame_arrives_and_is_released_once_sent():
         ctx.term()
 
 
-def test_held_frame_waits_then_is_released_when_the_socket_closes():
-    ctx = zmq.Context()
-    d = _pending(ctx)
-    try:
-        data = bytearray(200_000)
-        err, sent = zsend.send(d.underlying, data, NOBLOCK)
-        assert err == 0
-        assert sent.wait(0.05) is False and not sent.done
-        assert not _resizable(data)
-        d.close(linger=0)  # drops the queued message: ZeroMQ lets go of the buffer
-        assert sent.wait(5.0) and _resizable(data)
-    finally:
-        d.close(linger=0)
-        ctx.term()
+def test_held_frame_waits_then_is_released_when_the_socket_closes(dealer):
+    d = dealer()
+    data = bytearray(200_000)
+    err, sent = zsend.send(d.underlying, data, NOBLOCK)
+    assert err == 0
+    assert sent.wait(0.05) is False and not sent.done
+    assert not _resizable(data)
+    d.close(linger=0)  # drops the queued message: ZeroMQ lets go of the buffer
+    assert sent.wait(5.0) and _resizable(data)
 
 
-def test_sent_object_dropped_before_release_keeps_the_buffer_pinned():
-    ctx = zmq.Context()
-    d = _pending(ctx)
-    try:
-        data = bytearray(200_000)
-        before = zsend.orphans()
-        err, sent = zsend.send(d.underlying, data, NOBLOCK)
-        assert err == 0
-        del sent  # e.g. the send timed out: ZeroMQ still holds the memory
-        assert zsend.orphans() == before + 1
-        assert not _resizable(data)
-        d.close(linger=0)
-        deadline = time.monotonic() + 5
-        while zsend.orphans() > before and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert zsend.orphans() == before and _resizable(data)
-    finally:
-        d.close(linger=0)
-        ctx.term()
+def test_sent_object_dropped_before_release_keeps_the_buffer_pinned(dealer):
+    d = dealer()
+    data = bytearray(200_000)
+    before = zsend.orphans()
+    err, sent = zsend.send(d.underlying, data, NOBLOCK)
+    assert err == 0
+    del sent  # e.g. the send timed out: ZeroMQ still holds the memory
+    assert zsend.orphans() == before + 1
+    assert not _resizable(data)
+    d.close(linger=0)
+    deadline = time.monotonic() + 5
+    while zsend.orphans() > before and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert zsend.orphans() == before and _resizable(data)
 
 
-def test_refused_send_returns_the_error_and_releases_the_buffer():
-    ctx = zmq.Context()
-    d = ctx.socket(zmq.DEALER)  # not connected: a DEALER cannot queue anything
-    try:
-        data = bytearray(200_000)
-        err, sent = zsend.send(d.underlying, data, NOBLOCK)
-        assert err == errno.EAGAIN and sent is None
-        assert _resizable(data)
-    finally:
-        d.close(linger=0)
-        ctx.term()
+def test_refused_send_returns_the_error_and_releases_the_buffer(dealer):
+    d = dealer(connect=False)  # not connected: a DEALER cannot queue anything
+    data = bytearray(200_000)
+    err, sent = zsend.send(d.underlying, data, NOBLOCK)
+    assert err == errno.EAGAIN and sent is None
+    assert _resizable(data)
 
 
 def test_bad_arguments():
@@ -136,23 +134,18 @@ def test_bad_arguments():
         zsend.send(1, object(), 0)
 
 
-def test_wait_with_odd_timeouts():
-    ctx = zmq.Context()
-    d = _pending(ctx)
-    try:
-        err, sent = zsend.send(d.underlying, bytearray(200_000), NOBLOCK)
-        assert err == 0
-        t = time.monotonic()
-        assert sent.wait(float("nan")) is False and sent.wait(-5.0) is False
-        assert time.monotonic() - t < 1.0
-        d.close(linger=0)
-        assert sent.wait(float("inf")) is True  # released already: no wait, no overflow
-    finally:
-        d.close(linger=0)
-        ctx.term()
+def test_wait_with_odd_timeouts(dealer):
+    d = dealer()
+    err, sent = zsend.send(d.underlying, bytearray(200_000), NOBLOCK)
+    assert err == 0
+    t = time.monotonic()
+    assert sent.wait(float("nan")) is False and sent.wait(-5.0) is False
+    assert time.monotonic() - t < 1.0
+    d.close(linger=0)
+    assert sent.wait(float("inf")) is True  # released already: no wait, no overflow
 
 
-def test_sweep_survives_a_finalizer_that_sends_again():
+def test_sweep_survives_a_finalizer_that_sends_again(dealer):
     """Releasing an orphan's buffer can run Python code that sends (and sweeps) again.
 
     Run under Python's debug allocator, which poisons freed memory: a sweep reading a
@@ -165,8 +158,7 @@ def test_sweep_survives_a_finalizer_that_sends_again():
                              text=True, timeout=120, check=False)
         assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
         return
-    ctx = zmq.Context()
-    d_a, d_x, d_n = _pending(ctx), _pending(ctx), _pending(ctx)
+    d_a, d_x, d_n = dealer(), dealer(), dealer()
     ran = []
 
     class Trigger(bytearray):
@@ -176,25 +168,20 @@ def test_sweep_survives_a_finalizer_that_sends_again():
             err, _sent = zsend.send(d_n.underlying, bytearray(200_000), NOBLOCK)
             ran.append(err)
 
-    try:
-        t = Trigger(200_000)
-        err, s = zsend.send(d_a.underlying, t, NOBLOCK)
-        assert err == 0
-        del s, t  # orphan A: its view holds the last reference to the Trigger
-        err, s = zsend.send(d_x.underlying, bytearray(200_000), NOBLOCK)
-        assert err == 0
-        del s  # orphan X
-        d_a.close(linger=0)
-        deadline = time.monotonic() + 5
-        while not ran and time.monotonic() < deadline:
-            zsend.orphans()  # sweeps: frees A, whose finalizer sends and sweeps again
-            time.sleep(0.01)
-        assert ran == [0]
-        d_n.close(linger=0)
-        while zsend.orphans() and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert zsend.orphans() == 0
-    finally:
-        for d in (d_a, d_x, d_n):
-            d.close(linger=0)
-        ctx.term()
+    t = Trigger(200_000)
+    err, s = zsend.send(d_a.underlying, t, NOBLOCK)
+    assert err == 0
+    del s, t  # orphan A: its view holds the last reference to the Trigger
+    err, s = zsend.send(d_x.underlying, bytearray(200_000), NOBLOCK)
+    assert err == 0
+    del s  # orphan X
+    d_a.close(linger=0)
+    deadline = time.monotonic() + 5
+    while not ran and time.monotonic() < deadline:
+        zsend.orphans()  # sweeps: frees A, whose finalizer sends and sweeps again
+        time.sleep(0.01)
+    assert ran == [0]
+    d_n.close(linger=0)
+    while zsend.orphans() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert zsend.orphans() == 0
