@@ -60,6 +60,7 @@ class _PeerState:
     closed: bool = False
     lost: str | None = None
     poison: tuple[str, str | None] | None = None  # (message, tag)
+    max_bytes: int | None = None  # the largest message the peer accepts, once it said
 
 
 class Channel(ABC):
@@ -74,7 +75,9 @@ class Channel(ABC):
     recv_timeout : float
         Default timeout of :meth:`recv` in seconds (job-wide default).
     max_message_bytes : int
-        Largest message accepted or sent (header + frames).
+        Largest message accepted or sent (header + frames). Each channel announces its
+        limit to its peers (``hello`` and heartbeats), and ``send`` refuses a message
+        over the receiving peer's limit as well as over its own.
     max_buffered_messages : int
         Most messages buffered per peer before anybody asked for their tag.
     max_buffered_bytes : int, optional
@@ -176,6 +179,9 @@ class Channel(ABC):
                 st = self._state[p]
                 if tag in st.sent:
                     raise ProtocolError("tag already sent to this peer", peer=p, tag=tag)
+                if st.max_bytes is not None and total > st.max_bytes:
+                    raise ProtocolError(f"message of {total} bytes exceeds the peer's limit of "
+                                        f"{st.max_bytes} (its max_message_bytes)", peer=p, tag=tag)
                 if st.lost is not None:
                     raise PeerLostError(f"cannot send: {st.lost}", peer=p, tag=tag)
                 if st.closed:
@@ -354,6 +360,7 @@ class Channel(ABC):
             st.seen = True
             st.last_seen = time.monotonic()
             if kind == "hello":
+                st.max_bytes = wire.announced_limit(header) or st.max_bytes
                 self._notify()
             elif kind == "bye":
                 st.closed = True

@@ -51,8 +51,9 @@ class MemoryHub:
             others = [c for n, c in self._channels.items() if n != name]
         # Say hello both ways, as the ZeroMQ channel does on connect.
         for other in others:
-            other._ingest(name, wire.control_header(name, "hello"), [])
-            ch._ingest(other.self_name, wire.control_header(other.self_name, "hello"), [])
+            other._ingest(name, wire.control_header(name, "hello", ch.max_message_bytes), [])
+            ch._ingest(other.self_name, wire.control_header(
+                other.self_name, "hello", other.max_message_bytes), [])
         return ch
 
     def fail(self, name: str, reason: str) -> None:

@@ -27,6 +27,9 @@ Header keys:
 ``body``   ``msg`` only: the payload descriptor (below)
 ``sizes``  ``msg`` only: the byte length of every following frame; a message whose
            frames do not match exactly (truncated, extra, longer) is rejected
+``max``    ``hello`` / ``ping`` / ``pong``, optional: the largest message (bytes) the
+           sender accepts, so that its peers refuse to send a larger one (one frame
+           over the limit would otherwise be dropped by ZeroMQ, unseen by both sides)
 
 Payload descriptors
 -------------------
@@ -81,6 +84,7 @@ __all__ = [
     "MAX_HEADER_BYTES",
     "PROTOCOL_VERSION",
     "BadMessage",
+    "announced_limit",
     "build_message",
     "check_frames",
     "control_header",
@@ -336,10 +340,21 @@ def build_message(src: str, tag: str, obj: Any, on_kit: Callable[[Any], None] | 
     return _HEADER_JSON.encode(header).encode("utf-8"), frames, borrowed
 
 
-def control_header(src: str, kind: str) -> bytes:
-    """Header bytes of a control message (``hello``, ``ping``, ``pong``, ``bye``)."""
+def control_header(src: str, kind: str, max_bytes: int | None = None) -> bytes:
+    """Header bytes of a control message (``hello``, ``ping``, ``pong``, ``bye``);
+    ``max_bytes``: the sender's message size limit, announced to the peer."""
     assert kind in CONTROL_KINDS
-    return json.dumps({"v": PROTOCOL_VERSION, "src": src, "kind": kind}).encode("utf-8")
+    header: dict[str, Any] = {"v": PROTOCOL_VERSION, "src": src, "kind": kind}
+    if max_bytes is not None:
+        header["max"] = int(max_bytes)
+    return json.dumps(header).encode("utf-8")
+
+
+def announced_limit(header: dict) -> int | None:
+    """The size limit a control header announces (``max``), or ``None`` if absent or
+    invalid (a positive int; anything else is ignored, never trusted)."""
+    limit = header.get("max")
+    return limit if type(limit) is int and limit > 0 else None
 
 
 # --------------------------------------------------------------------------- decoding

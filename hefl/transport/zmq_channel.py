@@ -231,7 +231,7 @@ class ZmqChannel(Channel):
         for p in self._peer_names:
             self._idents[p.encode("ascii")] = (p, False)
             self._idents[p.encode("ascii") + _HB_SUFFIX] = (p, True)
-        self._pong = wire.control_header(self_name, "pong")
+        self._pong = wire.control_header(self_name, "pong", self.max_message_bytes)
         self.denied: list[str] = []  # ZAP refusals ("address key"), for diagnostics
         try:
             if self._curve is not None:
@@ -362,7 +362,7 @@ class ZmqChannel(Channel):
         me = self.self_name.encode("ascii")
         links: dict[str, _Link] = {}
         beats: dict[str, zmq.Socket] = {}
-        hello = wire.control_header(self.self_name, "hello")
+        hello = wire.control_header(self.self_name, "hello", self.max_message_bytes)
         try:
             for p in self.peers:
                 links[p] = _Link(self._dealer(p, me, addresses[p]))
@@ -562,9 +562,9 @@ class ZmqChannel(Channel):
             poller.register(self._zap, zmq.POLLIN)
         beats: dict[str, zmq.Socket] = {}
         beat_peer: dict[zmq.Socket, str] = {}
-        ping = wire.control_header(self.self_name, "ping")
+        ping = wire.control_header(self.self_name, "ping", self.max_message_bytes)
         pong = self._pong
-        hello = wire.control_header(self.self_name, "hello")
+        hello = wire.control_header(self.self_name, "hello", self.max_message_bytes)
         polling_router = False
         next_beat = time.monotonic()
         try:
@@ -671,19 +671,21 @@ class ZmqChannel(Channel):
             return
         if header["src"] != peer or header["kind"] not in ("ping", "hello"):
             return
-        self._touch(peer)
+        self._touch(peer, wire.announced_limit(header))
         if header["kind"] == "ping":
             try:
                 self._router.send_multipart([ident, pong], zmq.NOBLOCK)
             except zmq.ZMQError:
                 pass  # connection gone or full: the peer's own timeout will tell
 
-    def _touch(self, peer: str) -> None:
+    def _touch(self, peer: str, max_bytes: int | None = None) -> None:
         with self._cond:
             st = self._peer_state(peer)
             first = not st.seen
             st.seen = True
             st.last_seen = time.monotonic()
+            if max_bytes is not None:
+                st.max_bytes = max_bytes
             if first:
                 self._notify()
 
@@ -698,7 +700,7 @@ class ZmqChannel(Channel):
             except wire.BadMessage:
                 continue
             if header["kind"] == "pong" and header["src"] == peer:
-                self._touch(peer)
+                self._touch(peer, wire.announced_limit(header))
 
     def _serve_zap(self) -> None:
         assert self._zap is not None and self._curve is not None

@@ -136,6 +136,16 @@ def test_oversized_message_refused_both_ways():
     assert (ei.value.peer, ei.value.tag) == ("alice", "big")
 
 
+def test_a_message_over_the_peers_own_limit_fails_at_the_sender():
+    hub = MemoryHub(["alice", "bob"], recv_timeout=2)
+    a, b = hub.channel("alice"), hub.channel("bob", max_message_bytes=1000)
+    with pytest.raises(ProtocolError, match="peer's limit of 1000") as ei:
+        a.send("bob", "big", np.zeros(1000))
+    assert (ei.value.peer, ei.value.tag) == ("bob", "big")
+    a.send("bob", "big", np.zeros(10))  # the tag was not used up
+    assert b.recv("alice", "big").shape == (10,)
+
+
 def test_buffer_is_bounded():
     hub = MemoryHub(["alice", "bob"], recv_timeout=2, max_buffered_messages=10)
     a, b = hub.channel("alice"), hub.channel("bob")

@@ -257,3 +257,10 @@ def test_pickle_bytes_payload_stays_bytes():
     EXECUTED.clear()
     assert roundtrip(EVIL) == EVIL
     assert EXECUTED == []
+
+
+def test_announced_limit_is_a_positive_int_or_nothing():
+    assert wire.announced_limit(wire.parse_header(wire.control_header("a", "ping", 4096))) == 4096
+    assert wire.announced_limit(wire.parse_header(wire.control_header("a", "ping"))) is None
+    for junk in (0, -5, True, 1.5, "100", None, [1]):
+        assert wire.announced_limit({"max": junk}) is None

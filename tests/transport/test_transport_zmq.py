@@ -179,6 +179,27 @@ def test_both_directions_and_duplicates(pair):
         b.recv("alice", "x")
 
 
+def test_a_message_over_the_peers_limit_fails_at_the_sender():
+    # One frame over the receiver's limit would be dropped by its ZeroMQ socket, seen by
+    # neither side: the sender knows the limit from the peer's hello / heartbeats.
+    a = ZmqChannel("alice", ["bob"], recv_timeout=10, **FAST)
+    b = ZmqChannel("bob", ["alice"], recv_timeout=10, max_message_bytes=1 << 20, **FAST)
+    try:
+        addrs = {"alice": a.bound_address, "bob": b.bound_address}
+        for c in (a, b):
+            c.connect(addrs)
+        for c in (a, b):
+            c.wait_ready(10)
+        with pytest.raises(ProtocolError, match="peer's limit of 1048576") as ei:
+            a.send("bob", "big", np.zeros(1 << 18))  # 2 MB in one frame
+        assert (ei.value.peer, ei.value.tag) == ("bob", "big")
+        a.send("bob", "big", np.arange(1000.0))  # the tag is not used up, the link is intact
+        assert np.array_equal(b.recv("alice", "big"), np.arange(1000.0))
+    finally:
+        a.close(linger=0)
+        b.close(linger=0)
+
+
 def test_bye_makes_waiting_peer_fail_fast(pair):
     a, b = pair
     a.send("bob", "last", 1)
