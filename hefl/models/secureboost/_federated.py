@@ -92,7 +92,9 @@ class BoostParams:
 
 @dataclass
 class PhaseTimer:
-    """Seconds spent per phase on one party (encrypt, histograms, decrypt, split finding, network)."""
+    """Seconds spent per phase on one party: active keygen (with the HE backend's start-up),
+    binning, encrypt, histograms, decrypt, split_finding, network; passive setup (loading
+    the kit and starting its backend), histograms, compress, network."""
 
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -286,10 +288,12 @@ class ActiveParty:
             valid = np.sort(rng.choice(n, size=n_valid, replace=False))
         train = np.setdiff1d(np.arange(n), valid)
 
+        t = time.perf_counter()
         self.binner = QuantileBinner(max_bin=int(p.max_bin)).fit(self.X)
         self.bins = self.binner.transform(self.X)
         self.n_bin_slots = self.binner.n_bin_slots
         missing = self.binner.missing_bin
+        self.timer.add("binning", time.perf_counter() - t)
 
         t = time.perf_counter()
         pub = self.kit.public_kit()
@@ -549,7 +553,9 @@ class PassiveParty:
         if not isinstance(raw, bytes):
             raise ProtocolError("the public kit must arrive as bytes", peer=self.active, tag="setup")
         # the passive side decides which key sizes it accepts and where its HE work runs
+        t = time.perf_counter()
         self.kit = load_public_kit(raw, allow_insecure=self.allow_insecure, backend=self.backend)
+        self.timer.add("setup", time.perf_counter() - t)  # with the HE backend's start-up
         if self.kit.scheme not in ("paillier", "ou", "mock"):
             raise ProtocolError(f"SecureBoost needs an additive scheme, got {self.kit.scheme!r}",
                                 peer=self.active, tag="setup")

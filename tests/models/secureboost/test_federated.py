@@ -29,6 +29,11 @@ def test_paillier_equals_mock_and_matches_plaintext_core():
                                  **params).fit(X, y)
     pm, pp = mock.predict_proba(X)[:, 1], pail.predict_proba(X)[:, 1]
     assert np.max(np.abs(pm - pp)) <= 1e-12  # lossless: the same trees, bit for bit
+    # every phase is timed, start-up included (key generation, binning, the passive kit)
+    guest, host = pail.timings_["guest"], pail.timings_["host"]
+    assert {"keygen", "binning", "encrypt", "decrypt", "network"} <= set(guest)
+    assert {"setup", "histograms", "compress"} <= set(host)
+    assert all(v >= 0 for v in [*guest.values(), *host.values()])
     # the plaintext core (exact float gradients) grows the same trees up to quantisation
     ref = PlainBooster(objective="binary:logistic", n_estimators=3, max_depth=3, learning_rate=0.3,
                        max_bin=16).fit(X, y)
