@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--total-mb", type=float, default=1024.0,
                     help="bytes per timed run, arrays and ciphertext bytes")
-    ap.add_argument("--cipher-total-mb", type=float, default=32.0,
+    ap.add_argument("--cipher-total-mb", type=float, default=128.0,
                     help="bytes per timed run of validated CipherArrays (CPU-heavy check)")
     ap.add_argument("--serial-n", type=int, default=1_000_000, help="ciphertexts to serialise")
     ap.add_argument("--serial-n-cipher", type=int, default=100_000,
