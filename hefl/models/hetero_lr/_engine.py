@@ -400,7 +400,12 @@ class AdditiveEngine:
 
 
 class CKKSEngine:
-    """Protocol operations over a CKKS kit in the sample-major replicated layout."""
+    """Protocol operations over a CKKS kit in the sample-major replicated layout.
+
+    No ``scale`` or ``encrypt_zero``: the CKKS protocols never call them (they use two
+    products instead of an elementwise scale, which a following product would need one
+    more level for than the context has, and CKKS needs no encryptions of zero).
+    """
 
     scheme = "ckks"
 
@@ -427,14 +432,8 @@ class CKKSEngine:
         pad[: v.shape[0]] = v
         return self.kit.encrypt(np.repeat(pad, self.W))
 
-    def encrypt_zero(self, count: int, frac_bits: int | None = None):  # pragma: no cover - unused
-        return self.encrypt(np.zeros(count))
-
     def precompute(self, count: int) -> None:
         """Nothing to precompute for CKKS."""
-
-    def scale(self, enc, v):  # pragma: no cover - the CKKS protocols never need it
-        raise NotImplementedError("CKKS protocols use two products instead of an elementwise scale")
 
     def matvec(self, pairs, fixed: dict[int, int] | None = None):
         from hefl.he.ckks import CKKSArray
