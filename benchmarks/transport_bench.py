@@ -210,7 +210,7 @@ def serialisation(n: int, maker: Any, n_cipher: int) -> dict:
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--total-mb", type=float, default=1024.0,
+    ap.add_argument("--total-mb", type=float, default=4096.0,
                     help="bytes per timed run, arrays and ciphertext bytes")
     ap.add_argument("--cipher-total-mb", type=float, default=128.0,
                     help="bytes per timed run of validated CipherArrays (CPU-heavy check)")
