@@ -321,6 +321,34 @@ def gpu_tune(params, log, rows_n2: int = 1 << 17) -> dict:
     return out
 
 
+def shift_pack_widths(be, params, log, cells: int = 16 * 10 * 33, slots: int = 19,
+                      bits: int = 107) -> dict:
+    """Cipher compression shaped like one level of SecureBoost's passive party (16 nodes x
+    10 features x 33 bins, 19 values of 107 bits per ciphertext): a few hundred long
+    Horner chains, latency-bound. Timed at the backend's chosen width and at the
+    throughput width; both must give the same ciphertexts."""
+    try:
+        cd = be.to_device(be.encrypt_fresh(rand_plain(cells, params)))
+        chosen = be._latency_tpi(-(-cells // slots))
+        wide = be.from_device(be.shift_pack_device(cd, bits, slots))  # compiles the module
+        t_chosen = _timeit(be.shift_pack_device, be.synchronize, 3, cd, bits, slots)
+        be._latency_tpi = lambda groups: be.tpi
+        try:
+            narrow = be.from_device(be.shift_pack_device(cd, bits, slots))
+            t_narrow = _timeit(be.shift_pack_device, be.synchronize, 3, cd, bits, slots)
+        finally:
+            del be._latency_tpi
+        out = {"cells": cells, "slots": slots, "slot_bits": bits, "tpi_chosen": chosen,
+               "tpi_throughput": be.tpi, "chosen_s": t_chosen, "throughput_width_s": t_narrow,
+               "same_result": bool(np.array_equal(wide, narrow))}
+        log(f"[gpu] shift_pack, one SecureBoost level ({cells} cells): {t_chosen * 1e3:.1f} ms at "
+            f"tpi={chosen}, {t_narrow * 1e3:.1f} ms at tpi={be.tpi}, same result: {out['same_result']}")
+        return out
+    except Exception as exc:  # noqa: BLE001 - a side measurement: report, go on
+        log(f"[gpu] shift_pack width comparison failed: {exc!r}")
+        return {"error": repr(exc)}
+
+
 def run(args) -> dict:
     import hefl.gpu as hg
     from hefl.gpu.reference import keygen_params
@@ -506,6 +534,7 @@ def run(args) -> dict:
                 ok &= limbs_to_ints(g_hist[f, b][None, :])[0] == acc
         record["gpu_histogram_check"] = bool(ok)
         log(f"[gpu] histogram spot check vs Python ints: {'ok' if ok else 'MISMATCH'}")
+        record["shift_pack_sb_level"] = shift_pack_widths(be, params, log)
 
     # ---------------- records
     for size in sizes:

@@ -251,10 +251,19 @@ class GpuPaillierBackend(PaillierBackend):
             self._sm_count = 100
 
     # ------------------------------------------------------------------ plumbing
-    def _fn(self, name: str, crt: bool = False):
+    def _fn(self, name: str, crt: bool = False, tpi: int | None = None):
         if crt:
             return _module("crt.cu", self.nl_crt, self.tpi_crt).get_function(name)
-        return _module("paillier.cu", self.nl, self.tpi).get_function(name)
+        return _module("paillier.cu", self.nl, tpi or self.tpi).get_function(name)
+
+    def _latency_tpi(self, groups: int) -> int:
+        """Lanes per number for a launch of ``groups`` numbers, each a long dependent
+        chain of multiplications: while the launch fills under a quarter of the device,
+        its time is one chain's latency, and more lanes per number (up to a warp) shorten
+        every multiplication of it; the kernel's result does not depend on the width."""
+        if groups * self.tpi * 4 > self._sm_count * 2048:
+            return self.tpi
+        return max(self.tpi, _pick_tpi(self.nl, 32))
 
     def _launch(self, fn, groups: int, tpi: int, args: tuple) -> None:
         if groups <= 0:
@@ -613,10 +622,11 @@ class GpuPaillierBackend(PaillierBackend):
                 pad[...] = self._K[C.K_R1]
                 a = cp.concatenate([a, pad])
             out = self._empty(n_out)
+            tpi = self._latency_tpi(n_out)  # (slots - 1) * (slot_bits + 1) steps per group
             self._launch(
-                self._fn("k_shift_pack"),
+                self._fn("k_shift_pack", tpi=tpi),
                 n_out,
-                self.tpi,
+                tpi,
                 (cp.ascontiguousarray(a), np.int64(n_out), np.int32(slots),
                  np.int32(slot_bits), out, self._K, np.uint32(self._kc.np0)),
             )

@@ -14,6 +14,7 @@ import shutil
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "emu"))
@@ -21,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "emu"))
 import _checks
 
 from hefl.gpu.reference import keygen_params
+from hefl.he._backend import limbs_to_ints
 
 pytestmark = [
     pytest.mark.skipif(shutil.which("g++") is None, reason="g++ not found (needed to emulate)"),
@@ -67,3 +69,27 @@ def test_available_with_emulated_cupy(monkeypatch):
     assert hg.available() is True
     info = hg.device_info()
     assert info["available"] and "name" in info
+
+
+@pytest.mark.parametrize("emu_backend", [(4, 2)], indirect=True, ids=["tpi4"])
+def test_shift_pack_widens_small_launches_with_the_same_result(emu_backend, key256):
+    be = emu_backend
+    o = _checks.Oracle(key256)
+    assert be.nl == 16 and be._latency_tpi(3) == 16  # few groups: as many lanes as divide nl
+    assert be._latency_tpi(10**9) == be.tpi  # a full device: throughput width
+    widths = []
+    launch = be._launch
+    be._launch = lambda fn, groups, tpi, args: (widths.append(tpi), launch(fn, groups, tpi, args))
+    ms = list(range(1, 11))
+    ca = be.to_device(o.C([o.encrypt(m) for m in ms]))
+    widths.clear()
+    wide = be.shift_pack_device(ca, 24, 4)
+    assert widths == [16]
+    be._latency_tpi = lambda groups: be.tpi
+    widths.clear()
+    narrow = be.shift_pack_device(ca, 24, 4)
+    assert widths == [4]
+    wide, narrow = be.from_device(wide), be.from_device(narrow)
+    assert np.array_equal(wide, narrow)  # same Montgomery arithmetic, bit for bit
+    want = [sum(ms[i] << (24 * (i - j0)) for i in range(j0, min(10, j0 + 4))) for j0 in (0, 4, 8)]
+    assert [o.decrypt(c) for c in limbs_to_ints(wide)] == want
