@@ -321,32 +321,51 @@ def gpu_tune(params, log, rows_n2: int = 1 << 17) -> dict:
     return out
 
 
-def shift_pack_widths(be, params, log, cells: int = 16 * 10 * 33, slots: int = 19,
-                      bits: int = 107) -> dict:
-    """Cipher compression shaped like one level of SecureBoost's passive party (16 nodes x
-    10 features x 33 bins, 19 values of 107 bits per ciphertext): a few hundred long
-    Horner chains, latency-bound. Timed at the backend's chosen width and at the
-    throughput width; both must give the same ciphertexts."""
+def latency_widths(be, params, log, cells: int = 16 * 10 * 33, slots: int = 19,
+                   bits: int = 107) -> dict:
+    """The latency-bound calls of one SecureBoost level (16 nodes x 10 features x 33 bins):
+    the passive party's cipher compression (19 values of 107 bits per ciphertext, a few
+    hundred long Horner chains) and the active party's decryption of the result. Timed at
+    the widths the backend picks and at the throughput widths; results must be equal."""
     try:
         cd = be.to_device(be.encrypt_fresh(rand_plain(cells, params)))
-        chosen = be._latency_tpi(-(-cells // slots))
-        wide = be.from_device(be.shift_pack_device(cd, bits, slots))  # compiles the module
-        t_chosen = _timeit(be.shift_pack_device, be.synchronize, 3, cd, bits, slots)
-        be._latency_tpi = lambda groups: be.tpi
+        groups = -(-cells // slots)
+        chosen = (be._latency_tpi(groups), be._latency_tpi(2 * groups, crt=True))
+
+        def both():
+            packed = be.shift_pack_device(cd, bits, slots)
+            return packed, be.decrypt_device(packed)
+
+        def timed() -> tuple[float, float, tuple]:
+            packed, plain = both()  # compiles the modules of these widths
+            t_pack = _timeit(be.shift_pack_device, be.synchronize, 3, cd, bits, slots)
+            t_dec = _timeit(be.decrypt_device, be.synchronize, 3, packed)
+            return t_pack, t_dec, (be.from_device(packed), np.asarray(cp_host(plain)))
+
+        pack_c, dec_c, res_c = timed()
+        be._latency_tpi = lambda groups, crt=False: be.tpi_crt if crt else be.tpi
         try:
-            narrow = be.from_device(be.shift_pack_device(cd, bits, slots))
-            t_narrow = _timeit(be.shift_pack_device, be.synchronize, 3, cd, bits, slots)
+            pack_t, dec_t, res_t = timed()
         finally:
             del be._latency_tpi
-        out = {"cells": cells, "slots": slots, "slot_bits": bits, "tpi_chosen": chosen,
-               "tpi_throughput": be.tpi, "chosen_s": t_chosen, "throughput_width_s": t_narrow,
-               "same_result": bool(np.array_equal(wide, narrow))}
-        log(f"[gpu] shift_pack, one SecureBoost level ({cells} cells): {t_chosen * 1e3:.1f} ms at "
-            f"tpi={chosen}, {t_narrow * 1e3:.1f} ms at tpi={be.tpi}, same result: {out['same_result']}")
+        same = all(np.array_equal(a, b) for a, b in zip(res_c, res_t))
+        out = {"cells": cells, "slots": slots, "slot_bits": bits, "tpi_chosen": list(chosen),
+               "tpi_throughput": [be.tpi, be.tpi_crt], "shift_pack_s": pack_c,
+               "shift_pack_throughput_width_s": pack_t, "decrypt_s": dec_c,
+               "decrypt_throughput_width_s": dec_t, "same_result": bool(same)}
+        log(f"[gpu] one SecureBoost level ({cells} cells -> {groups} ciphertexts): shift_pack "
+            f"{pack_c * 1e3:.1f} ms at tpi={chosen[0]} vs {pack_t * 1e3:.1f} ms at tpi={be.tpi}; "
+            f"decrypt {dec_c * 1e3:.1f} ms at tpi={chosen[1]} vs {dec_t * 1e3:.1f} ms at "
+            f"tpi={be.tpi_crt}; same results: {same}")
         return out
     except Exception as exc:  # noqa: BLE001 - a side measurement: report, go on
-        log(f"[gpu] shift_pack width comparison failed: {exc!r}")
+        log(f"[gpu] latency width comparison failed: {exc!r}")
         return {"error": repr(exc)}
+
+
+def cp_host(x):
+    """A device array as a numpy array (CuPy's or the emulation's)."""
+    return x.get() if hasattr(x, "get") else x
 
 
 def run(args) -> dict:
@@ -534,7 +553,7 @@ def run(args) -> dict:
                 ok &= limbs_to_ints(g_hist[f, b][None, :])[0] == acc
         record["gpu_histogram_check"] = bool(ok)
         log(f"[gpu] histogram spot check vs Python ints: {'ok' if ok else 'MISMATCH'}")
-        record["shift_pack_sb_level"] = shift_pack_widths(be, params, log)
+        record["latency_sb_level"] = latency_widths(be, params, log)
 
     # ---------------- records
     for size in sizes:

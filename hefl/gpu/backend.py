@@ -253,17 +253,18 @@ class GpuPaillierBackend(PaillierBackend):
     # ------------------------------------------------------------------ plumbing
     def _fn(self, name: str, crt: bool = False, tpi: int | None = None):
         if crt:
-            return _module("crt.cu", self.nl_crt, self.tpi_crt).get_function(name)
+            return _module("crt.cu", self.nl_crt, tpi or self.tpi_crt).get_function(name)
         return _module("paillier.cu", self.nl, tpi or self.tpi).get_function(name)
 
-    def _latency_tpi(self, groups: int) -> int:
+    def _latency_tpi(self, groups: int, crt: bool = False) -> int:
         """Lanes per number for a launch of ``groups`` numbers, each a long dependent
         chain of multiplications: while the launch fills under a quarter of the device,
         its time is one chain's latency, and more lanes per number (up to a warp) shorten
         every multiplication of it; the kernel's result does not depend on the width."""
-        if groups * self.tpi * 4 > self._sm_count * 2048:
-            return self.tpi
-        return max(self.tpi, _pick_tpi(self.nl, 32))
+        tpi, nl = (self.tpi_crt, self.nl_crt) if crt else (self.tpi, self.nl)
+        if groups * tpi * 4 > self._sm_count * 2048:
+            return tpi
+        return max(tpi, _pick_tpi(nl, 32))
 
     def _launch(self, fn, groups: int, tpi: int, args: tuple) -> None:
         if groups <= 0:
@@ -648,10 +649,11 @@ class GpuPaillierBackend(PaillierBackend):
         out = cp.zeros((n, 2 * self._ln), dtype=cp.uint32)
         if n == 0:
             return out
+        tpi = self._latency_tpi(2 * n, crt=True)  # a modular exponentiation per group
         self._launch(
-            self._fn("k_decrypt_half", crt=True),
+            self._fn("k_decrypt_half", crt=True, tpi=tpi),
             2 * n,
-            self.tpi_crt,
+            tpi,
             (c32, np.int32(c32.shape[1]), np.int64(n), self._KP, self._NP0S,
              np.int32(self._crt.exp_bits[0]), np.int32(self._crt.exp_bits[1]), mpq),
         )

@@ -10,6 +10,7 @@ test_gpu_backend.py.
 
 from __future__ import annotations
 
+import secrets
 import shutil
 import sys
 from pathlib import Path
@@ -93,3 +94,21 @@ def test_shift_pack_widens_small_launches_with_the_same_result(emu_backend, key2
     assert np.array_equal(wide, narrow)  # same Montgomery arithmetic, bit for bit
     want = [sum(ms[i] << (24 * (i - j0)) for i in range(j0, min(10, j0 + 4))) for j0 in (0, 4, 8)]
     assert [o.decrypt(c) for c in limbs_to_ints(wide)] == want
+
+
+@pytest.mark.parametrize("emu_backend", [(4, 2)], indirect=True, ids=["tpi4"])
+def test_decrypt_widens_small_launches_with_the_same_result(emu_backend, key256):
+    be = emu_backend
+    o = _checks.Oracle(key256)
+    assert be.nl_crt == 8 and be._latency_tpi(6, crt=True) == 8
+    assert be._latency_tpi(10**9, crt=True) == be.tpi_crt
+    widths = []
+    launch = be._launch
+    be._launch = lambda fn, groups, tpi, args: (widths.append(tpi), launch(fn, groups, tpi, args))
+    ms = [secrets.randbelow(o.n) for _ in range(3)]
+    c = o.C([o.encrypt(m) for m in ms])
+    wide = be.decrypt(c)
+    be._latency_tpi = lambda groups, crt=False: be.tpi_crt if crt else be.tpi
+    narrow = be.decrypt(c)
+    assert 8 in widths and widths[-2:] == [2, 2]  # k_decrypt_half wide, then both narrow
+    assert np.array_equal(wide, narrow) and limbs_to_ints(wide) == ms

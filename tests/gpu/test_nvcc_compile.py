@@ -24,6 +24,8 @@ CASES = [
     ("paillier.cu", 128, 8, "--ptx"),  # n^2 of a 2048-bit key
     ("paillier.cu", 32, 32, "-c"),  # a warp per number (latency-bound launches)
     ("paillier.cu", 128, 32, "--ptx"),  # ... for a 2048-bit key's n^2
+    ("crt.cu", 32, 32, "-c"),
+    ("crt.cu", 64, 32, "--ptx"),
     ("crt.cu", 64, 8, "--ptx"),  # p^2, q^2, n of a 2048-bit key
 ]
 
