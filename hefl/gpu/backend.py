@@ -258,13 +258,14 @@ class GpuPaillierBackend(PaillierBackend):
 
     def _latency_tpi(self, groups: int, crt: bool = False) -> int:
         """Lanes per number for a launch of ``groups`` numbers, each a long dependent
-        chain of multiplications: while the launch fills under a quarter of the device,
-        its time is one chain's latency, and more lanes per number (up to a warp) shorten
-        every multiplication of it; the kernel's result does not depend on the width."""
+        chain of multiplications: while the launch fills little of the device, its time is
+        one chain's latency, and more lanes per number (up to a warp) shorten every
+        multiplication of it; the kernel's result does not depend on the width."""
         tpi, nl = (self.tpi_crt, self.nl_crt) if crt else (self.tpi, self.nl)
-        if groups * tpi * 4 > self._sm_count * 2048:
-            return tpi
-        return max(tpi, _pick_tpi(nl, 32))
+        wide = max(tpi, _pick_tpi(nl, 32))
+        # the wide launch too must fill under a quarter of the device (2048 threads per SM),
+        # else it competes for issue slots and the throughput width is the better one
+        return wide if groups * wide * 4 <= self._sm_count * 2048 else tpi
 
     def _launch(self, fn, groups: int, tpi: int, args: tuple) -> None:
         if groups <= 0:
