@@ -332,15 +332,12 @@ def latency_widths(be, params, log, cells: int = 16 * 10 * 33, slots: int = 19,
         groups = -(-cells // slots)
         chosen = (be._latency_tpi(groups), be._latency_tpi(2 * groups, crt=True))
 
-        def both():
-            packed = be.shift_pack_device(cd, bits, slots)
-            return packed, be.decrypt_device(packed)
-
         def timed() -> tuple[float, float, tuple]:
-            packed, plain = both()  # compiles the modules of these widths
+            packed = be.shift_pack_device(cd, bits, slots)  # compiles the modules of
+            plain = be.decrypt_device(packed)  # these widths
             t_pack = _timeit(be.shift_pack_device, be.synchronize, 3, cd, bits, slots)
             t_dec = _timeit(be.decrypt_device, be.synchronize, 3, packed)
-            return t_pack, t_dec, (be.from_device(packed), np.asarray(cp_host(plain)))
+            return t_pack, t_dec, (be.from_device(packed), be._cp.asnumpy(plain))
 
         pack_c, dec_c, res_c = timed()
         be._latency_tpi = lambda groups, crt=False: be.tpi_crt if crt else be.tpi
@@ -361,11 +358,6 @@ def latency_widths(be, params, log, cells: int = 16 * 10 * 33, slots: int = 19,
     except Exception as exc:  # noqa: BLE001 - a side measurement: report, go on
         log(f"[gpu] latency width comparison failed: {exc!r}")
         return {"error": repr(exc)}
-
-
-def cp_host(x):
-    """A device array as a numpy array (CuPy's or the emulation's)."""
-    return x.get() if hasattr(x, "get") else x
 
 
 def run(args) -> dict:

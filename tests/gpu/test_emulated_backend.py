@@ -112,3 +112,21 @@ def test_decrypt_widens_small_launches_with_the_same_result(emu_backend, key256)
     narrow = be.decrypt(c)
     assert 8 in widths and widths[-2:] == [2, 2]  # k_decrypt_half wide, then both narrow
     assert np.array_equal(wide, narrow) and limbs_to_ints(wide) == ms
+
+
+@pytest.mark.parametrize("emu_backend", [(4, 2)], indirect=True, ids=["tpi4"])
+def test_benchmark_latency_widths_record(emu_backend, key256):
+    # what the next device run records for issue 7: both widths timed, results equal
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_vs_cpu.py"
+    spec = importlib.util.spec_from_file_location("gpu_vs_cpu_bench", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    lines = []
+    rec = bench.latency_widths(emu_backend, key256, lines.append, cells=12, slots=4, bits=24)
+    assert "error" not in rec, rec
+    assert rec["same_result"] and rec["tpi_chosen"] == [16, 8] and rec["tpi_throughput"] == [4, 2]
+    assert rec["shift_pack_s"] > 0 and rec["decrypt_throughput_width_s"] > 0
+    assert "same results: True" in lines[-1]
+    assert "_latency_tpi" not in vars(emu_backend)  # the override is undone
