@@ -142,18 +142,17 @@ def read_table(path: Path, fmt: str, sep: str, id_column: str, label_column: str
         infinite features, missing or infinite labels, no rows.
     """
     kind = data_format(path, fmt)
+    ragged = None
     try:
         if kind == "parquet":
             frame = pd.read_parquet(path)
         else:
             frame = pd.read_csv(path, sep=sep, dtype={id_column: str})
             ragged = ragged_rows(path, sep)
-            if ragged is not None:
-                raise DataError(ragged)
     except (OSError, ValueError, KeyError, UnicodeDecodeError) as exc:
-        if isinstance(exc, DataError):
-            raise
         raise DataError(f"cannot read {path}: {type(exc).__name__}: {exc}") from None
+    if ragged is not None:
+        raise DataError(ragged)
     # the file may have changed since the job was checked: name what is missing, not a KeyError
     have = [str(c) for c in frame.columns]
     wanted = [id_column] + ([label_column] if label_column is not None else []) + list(columns or [])

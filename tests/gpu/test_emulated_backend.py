@@ -72,15 +72,21 @@ def test_available_with_emulated_cupy(monkeypatch):
     assert info["available"] and "name" in info
 
 
+def _record_widths(be) -> list[int]:
+    """Spy on ``be``'s kernel launches: the list fills with each launch's lanes per number."""
+    widths: list[int] = []
+    launch = be._launch
+    be._launch = lambda fn, groups, tpi, args: (widths.append(tpi), launch(fn, groups, tpi, args))
+    return widths
+
+
 @pytest.mark.parametrize("emu_backend", [(4, 2)], indirect=True, ids=["tpi4"])
 def test_shift_pack_widens_small_launches_with_the_same_result(emu_backend, key256):
     be = emu_backend
     o = _checks.Oracle(key256)
     assert be.nl == 16 and be._latency_tpi(3) == 16  # few groups: as many lanes as divide nl
     assert be._latency_tpi(10**9) == be.tpi  # a full device: throughput width
-    widths = []
-    launch = be._launch
-    be._launch = lambda fn, groups, tpi, args: (widths.append(tpi), launch(fn, groups, tpi, args))
+    widths = _record_widths(be)
     ms = list(range(1, 11))
     ca = be.to_device(o.C([o.encrypt(m) for m in ms]))
     widths.clear()
@@ -102,9 +108,7 @@ def test_decrypt_widens_small_launches_with_the_same_result(emu_backend, key256)
     o = _checks.Oracle(key256)
     assert be.nl_crt == 8 and be._latency_tpi(6, crt=True) == 8
     assert be._latency_tpi(10**9, crt=True) == be.tpi_crt
-    widths = []
-    launch = be._launch
-    be._launch = lambda fn, groups, tpi, args: (widths.append(tpi), launch(fn, groups, tpi, args))
+    widths = _record_widths(be)
     ms = [secrets.randbelow(o.n) for _ in range(3)]
     c = o.C([o.encrypt(m) for m in ms])
     wide = be.decrypt(c)
