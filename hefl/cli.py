@@ -16,6 +16,7 @@ _COMMAND_MODULES = [
     "hefl.transport.cli",
     "hefl.psi.cli",
     "hefl.tee.cli",
+    "hefl.gpu.cli",
     "hefl.bench",
 ]
 

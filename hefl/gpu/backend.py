@@ -12,7 +12,9 @@ stay on the GPU between operations, ciphertexts in *Montgomery form* (``c * R mo
 
 Kernels (``paillier.cu``, ``crt.cu``, core in ``mont.cuh``) are compiled with NVRTC by
 ``cupy.RawModule`` on first use, once per (limb count, lanes per number) and process;
-CuPy caches the binaries on disk.
+CuPy caches the binaries on disk (``CUPY_CACHE_DIR``, default ``~/.cupy/kernel_cache``).
+A first compile of the 2048-bit modules takes seconds each: :meth:`GpuPaillierBackend.warm_up`
+(and ``hefl gpu warmup``) does it up front rather than inside the first operation.
 
 Security: the DJN exponents alpha come from ``os.urandom`` (the host CSPRNG), one fresh
 ``alpha_bits``-bit exponent per ciphertext; nothing on the device generates randomness.
@@ -23,6 +25,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -94,6 +97,9 @@ def _module(name: str, nl: int, tpi: int, pow_w: int = 5):
             f"-DHEFL_POW_W={pow_w}",
         )
         mod = cp.RawModule(code=kernel_source(name), options=opts)
+        compile_now = getattr(mod, "compile", None)  # CuPy >= 10; else on first get_function
+        if compile_now is not None:
+            compile_now()  # NVRTC, or CuPy's on-disk cache: now, not in the first launch
         _MODULES[key] = mod
     return mod
 
@@ -256,13 +262,18 @@ class GpuPaillierBackend(PaillierBackend):
             return _module("crt.cu", self.nl_crt, tpi or self.tpi_crt).get_function(name)
         return _module("paillier.cu", self.nl, tpi or self.tpi).get_function(name)
 
+    def _wide_tpi(self, crt: bool = False) -> int:
+        """The latency width: up to a warp of lanes per number (never under the default)."""
+        tpi, nl = (self.tpi_crt, self.nl_crt) if crt else (self.tpi, self.nl)
+        return max(tpi, _pick_tpi(nl, 32))
+
     def _latency_tpi(self, groups: int, crt: bool = False) -> int:
         """Lanes per number for a launch of ``groups`` numbers, each a long dependent
         chain of multiplications: while the launch fills little of the device, its time is
         one chain's latency, and more lanes per number (up to a warp) shorten every
         multiplication of it; the kernel's result does not depend on the width."""
-        tpi, nl = (self.tpi_crt, self.nl_crt) if crt else (self.tpi, self.nl)
-        wide = max(tpi, _pick_tpi(nl, 32))
+        tpi = self.tpi_crt if crt else self.tpi
+        wide = self._wide_tpi(crt)
         # the wide launch too must fill under a quarter of the device (2048 threads per SM),
         # else it competes for issue slots and the throughput width is the better one
         return wide if groups * wide * 4 <= self._sm_count * 2048 else tpi
@@ -677,6 +688,26 @@ class GpuPaillierBackend(PaillierBackend):
         with self._device:
             plain = self._mul_const(d, C.K_ONE) if montgomery else d
             return self._decrypt(plain)
+
+    def warm_up(self) -> dict[str, float]:
+        """Load every kernel module this backend may launch, so that no operation pays
+        for a compile: NVRTC the first time on a machine (seconds per module for 2048-bit
+        keys), CuPy's on-disk cache afterwards, nothing once loaded in this process.
+
+        Returns the seconds each module took in this call (next to nothing where already
+        loaded), keyed ``"paillier.cu NL=128 TPI=8"``; the CRT modules only with the
+        private key.
+        """
+        wanted = [("paillier.cu", self.nl, w) for w in sorted({self.tpi, self._wide_tpi()})]
+        if self._crt is not None:
+            wanted += [("crt.cu", self.nl_crt, w)
+                       for w in sorted({self.tpi_crt, self._wide_tpi(crt=True)})]
+        took = {}
+        for name, nl, tpi in wanted:
+            t = time.perf_counter()
+            _module(name, nl, tpi)
+            took[f"{name} NL={nl} TPI={tpi}"] = time.perf_counter() - t
+        return took
 
     def kernel_info(self) -> dict[str, dict[str, int]]:
         """Registers and local memory per thread of each kernel (compiles them)."""

@@ -36,6 +36,10 @@ class LimbKit(AdditiveKit):
 
     _mod_limbs: np.ndarray | None = None
 
+    def warm_up(self) -> dict[str, float]:
+        warm = getattr(self.backend, "warm_up", None)
+        return warm() if warm is not None else {}
+
     def _add(self, a, b):
         if a.shape[0] == 0:
             return a.copy()

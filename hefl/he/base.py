@@ -97,6 +97,12 @@ class PublicKit(ABC):
         """The public part of this kit (itself, for a public kit)."""
         return self
 
+    def warm_up(self) -> dict[str, float]:
+        """Load now what the kit's backend would load on first use (the GPU backend's
+        kernels), so that no later operation pays for it; seconds per item loaded
+        (empty where nothing is loaded lazily)."""
+        return {}
+
     def same_key(self, other: PublicKit) -> bool:
         return other is self or (other.scheme == self.scheme and other.fingerprint() == self.fingerprint())
 

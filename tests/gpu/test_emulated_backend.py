@@ -10,6 +10,7 @@ test_gpu_backend.py.
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 import shutil
 import sys
@@ -22,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "emu"))
 
 import _checks
 
+from hefl.gpu.backend import GpuPaillierBackend
 from hefl.gpu.reference import keygen_params
 from hefl.he._backend import limbs_to_ints
 
@@ -42,7 +44,6 @@ def emu_backend(monkeypatch, key256, request):
 
     cupy_emu.install(monkeypatch)
     import hefl.gpu.backend as hb
-    from hefl.gpu.backend import GpuPaillierBackend
 
     monkeypatch.setattr(hb, "_CHUNK", 2)  # exercise the chunked launches on tiny batches
     tpi, tpi_crt = request.param
@@ -134,3 +135,39 @@ def test_benchmark_latency_widths_record(emu_backend, key256):
     assert rec["shift_pack_s"] > 0 and rec["decrypt_throughput_width_s"] > 0
     assert "same results: True" in lines[-1]
     assert "_latency_tpi" not in vars(emu_backend)  # the override is undone
+
+
+@pytest.mark.parametrize("emu_backend", [(4, 2)], indirect=True, ids=["tpi4"])
+def test_warm_up_loads_every_module_the_operations_launch(emu_backend, key256):
+    import hefl.gpu.backend as hb
+
+    be = emu_backend
+    took = be.warm_up()
+    assert set(took) == {"paillier.cu NL=16 TPI=4", "paillier.cu NL=16 TPI=16",
+                         "crt.cu NL=8 TPI=2", "crt.cu NL=8 TPI=8"}
+    assert all(s >= 0 for s in took.values())
+    loaded = dict(hb._MODULES)
+    o = _checks.Oracle(key256)
+    for check in (_checks.check_encrypt, _checks.check_decrypt, _checks.check_device_pipeline):
+        check(be, o, k=3)
+    _checks.check_bucket_sum(be, o, rows=8, feats=2, buckets=3)
+    ca = be.to_device(o.C([o.encrypt(m) for m in range(5)]))
+    be.shift_pack_device(ca, 24, 4)
+    assert hb._MODULES == loaded  # nothing compiled or loaded after the warm-up
+    # a public key has no CRT kernels to load
+    public = GpuPaillierBackend(dataclasses.replace(key256, p=None, q=None), tpi=4, tpi_crt=2)
+    assert set(public.warm_up()) == {"paillier.cu NL=16 TPI=4", "paillier.cu NL=16 TPI=16"}
+
+
+def test_cli_warmup_on_emulated_gpu(monkeypatch, capsys):
+    import cupy_emu
+
+    cupy_emu.install(monkeypatch)
+    monkeypatch.delenv("HEFL_GPU_TPI", raising=False)
+    from hefl.cli import main
+
+    assert main(["gpu", "warmup", "--key-size", "256"]) == 0
+    out = capsys.readouterr().out
+    for module in ("paillier.cu NL=16 TPI=8", "paillier.cu NL=16 TPI=16", "crt.cu NL=8 TPI=8"):
+        assert module in out
+    assert "kernels cached in" in out

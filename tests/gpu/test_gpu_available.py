@@ -56,3 +56,29 @@ def test_available_never_raises(monkeypatch):
     monkeypatch.setattr(hg, "_probe", boom)
     assert hg.available() is False
     assert "driver exploded" in hg.unavailable_reason()
+
+
+def test_cli_without_a_gpu_says_why(no_cupy, capsys):
+    from hefl.cli import main
+
+    assert main(["gpu", "info"]) == 1
+    assert '"available": false' in capsys.readouterr().out
+    assert main(["gpu", "warmup", "--key-size", "256"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("hefl gpu warmup:") and "CuPy" in err
+
+
+@pytest.mark.parametrize("bad", ["100", "2050", "abc"])
+def test_cli_warmup_refuses_a_bad_key_size(bad, capsys):
+    from hefl.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["gpu", "warmup", "--key-size", bad])
+    assert exc.value.code == 2 and "key size" in capsys.readouterr().err
+
+
+def test_kits_without_lazy_loading_warm_up_to_nothing():
+    from hefl.he import mock, paillier
+
+    assert paillier.keygen(512, backend="cpu", allow_insecure=True).warm_up() == {}
+    assert mock.keygen(512).warm_up() == {}

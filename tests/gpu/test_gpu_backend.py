@@ -118,3 +118,14 @@ def test_make_backend_is_gpu(key2048):
     be = hg.make_backend(key2048)
     assert be.name == "gpu"
     assert isinstance(BackendUnavailableError("x"), RuntimeError)
+
+
+def test_warm_up_loads_both_widths_for_2048_bit_keys(backend):
+    import hefl.gpu.backend as hb
+
+    took = backend.warm_up()
+    assert set(took) == {"paillier.cu NL=128 TPI=8", "paillier.cu NL=128 TPI=32",
+                         "crt.cu NL=64 TPI=8", "crt.cu NL=64 TPI=32"}, took
+    loaded = set(hb._MODULES)
+    assert max(backend.warm_up().values()) < 0.5  # loaded: nothing left to compile
+    assert set(hb._MODULES) == loaded

@@ -36,20 +36,24 @@ HE_SCHEMES = ("paillier", "ou", "mock")
 
 
 def make_kit(he: str, key_size: int, backend: str, n_jobs: int | None, allow_insecure: bool):
-    """The active party's secret kit for ``he`` ("paillier", "ou" or "mock")."""
+    """The active party's secret kit for ``he`` ("paillier", "ou" or "mock"), its backend
+    warmed up (GPU kernels loaded before training, not inside its first encryption)."""
     if he == "paillier":
         from hefl.he import paillier
 
-        return paillier.keygen(key_size, backend=backend, n_jobs=n_jobs, allow_insecure=allow_insecure)
-    if he == "ou":
+        kit = paillier.keygen(key_size, backend=backend, n_jobs=n_jobs, allow_insecure=allow_insecure)
+    elif he == "ou":
         from hefl.he import ou  # type: ignore[attr-defined]
 
-        return ou.keygen(key_size, backend=backend, n_jobs=n_jobs, allow_insecure=allow_insecure)
-    if he == "mock":
+        kit = ou.keygen(key_size, backend=backend, n_jobs=n_jobs, allow_insecure=allow_insecure)
+    elif he == "mock":
         from hefl.he import mock
 
-        return mock.keygen(key_size)
-    raise ConfigError(f"he must be one of {HE_SCHEMES}, got {he!r}")
+        kit = mock.keygen(key_size)
+    else:
+        raise ConfigError(f"he must be one of {HE_SCHEMES}, got {he!r}")
+    kit.warm_up()
+    return kit
 
 
 def save_party_model(path: str | os.PathLike, model: dict) -> None:
