@@ -292,7 +292,6 @@ class ActiveParty:
         self.binner = QuantileBinner(max_bin=int(p.max_bin)).fit(self.X)
         self.bins = self.binner.transform(self.X)
         self.n_bin_slots = self.binner.n_bin_slots
-        missing = self.binner.missing_bin
         self.timer.add("binning", time.perf_counter() - t)
 
         t = time.perf_counter()
