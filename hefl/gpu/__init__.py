@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from typing import TYPE_CHECKING, Any
 
 from hefl.errors import BackendUnavailableError
@@ -27,11 +28,13 @@ if TYPE_CHECKING:  # pragma: no cover
     from hefl.gpu.backend import GpuPaillierBackend
     from hefl.he._backend import PaillierParams
 
-__all__ = ["available", "device_info", "make_backend", "require", "unavailable_reason"]
+__all__ = ["available", "device_info", "make_backend", "prefetch", "require", "unavailable_reason"]
 
 log = logging.getLogger("hefl.gpu")
 
 _PROBE: tuple[bool, str] | None = None
+_PREFETCH: threading.Thread | None = None
+_PREFETCH_LOCK = threading.Lock()
 
 
 def _probe() -> tuple[bool, str]:
@@ -133,3 +136,30 @@ def make_backend(params: PaillierParams, n_jobs: int = 1, **options: Any) -> Gpu
     from hefl.gpu.backend import GpuPaillierBackend
 
     return GpuPaillierBackend(params, n_jobs=n_jobs, **options)
+
+
+def prefetch() -> threading.Thread:
+    """Start CUDA in a background thread (CuPy's import, the driver, the device's context),
+    so that a GPU backend created later in this process starts at once: e.g. while a
+    party waits for the public key it will compute under. Once per process; never raises
+    (without a GPU the thread just finds none). Returns the thread.
+
+    Call it only in a process that will use the GPU: a process forked after CUDA has
+    started cannot use CUDA.
+    """
+    global _PREFETCH
+    with _PREFETCH_LOCK:
+        if _PREFETCH is None:
+            _PREFETCH = threading.Thread(target=_start_cuda, name="hefl-gpu-prefetch", daemon=True)
+            _PREFETCH.start()
+        return _PREFETCH
+
+
+def _start_cuda() -> None:
+    try:
+        if available():
+            import cupy
+
+            cupy.empty(1, dtype=cupy.uint32)  # the first allocation creates the context
+    except Exception as exc:  # noqa: BLE001 - the backend itself reports real errors
+        log.debug("GPU prefetch: %s: %s", type(exc).__name__, exc)

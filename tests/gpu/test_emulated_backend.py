@@ -171,3 +171,18 @@ def test_cli_warmup_on_emulated_gpu(monkeypatch, capsys):
     for module in ("paillier.cu NL=16 TPI=8", "paillier.cu NL=16 TPI=16", "crt.cu NL=8 TPI=8"):
         assert module in out
     assert "kernels cached in" in out
+
+
+def test_prefetch_starts_the_device_in_the_background(monkeypatch):
+    import cupy_emu
+
+    cupy_emu.install(monkeypatch)
+    import hefl.gpu as hg
+
+    monkeypatch.setattr(hg, "_PREFETCH", None)
+    made = []
+    real_empty = cupy_emu.empty
+    monkeypatch.setattr(cupy_emu, "empty", lambda *a, **k: made.append(a) or real_empty(*a, **k))
+    t = hg.prefetch()
+    t.join(30)
+    assert not t.is_alive() and made == [(1,)] and hg.prefetch() is t

@@ -82,3 +82,10 @@ def test_kits_without_lazy_loading_warm_up_to_nothing():
 
     assert paillier.keygen(512, backend="cpu", allow_insecure=True).warm_up() == {}
     assert mock.keygen(512).warm_up() == {}
+
+
+def test_prefetch_without_a_gpu_ends_quietly(no_cupy, monkeypatch):
+    monkeypatch.setattr(hg, "_PREFETCH", None)
+    t = hg.prefetch()
+    t.join(30)
+    assert not t.is_alive() and hg.prefetch() is t  # once per process

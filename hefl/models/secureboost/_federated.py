@@ -516,6 +516,10 @@ class PassiveParty:
 
     def serve(self) -> dict:
         """Answer the active party's commands until it says ``finish``; returns this party's model."""
+        if self.backend == "gpu":
+            from hefl import gpu
+
+            gpu.prefetch()  # CUDA starts while the active party makes its key
         seq = 0
         while True:
             tag = f"cmd-{seq}"
