@@ -360,6 +360,37 @@ def latency_widths(be, params, log, cells: int = 16 * 10 * 33, slots: int = 19,
         return {"error": repr(exc)}
 
 
+def slot_sweep(be, params, log, cells: int = 16 * 10 * 33, bits: int = 107,
+               slot_counts: tuple[int, ...] = (19, 10, 6, 4, 2)) -> dict:
+    """One SecureBoost level's compression and decryption at fewer values per ciphertext.
+
+    On a GPU both calls are latency-bound at this size: compression costs one Horner
+    chain of (slots - 1) * (bits + 1) steps whatever the number of chains, decryption
+    about one exponentiation whatever the number of ciphertexts while they fill little of
+    the device. Fewer slots shorten the chain and add ciphertexts: this records where the
+    sum is smallest (the CPU, where work is what counts, wants as many slots as fit)."""
+    try:
+        cd = be.to_device(be.encrypt_fresh(rand_plain(cells, params)))
+        out: dict = {"cells": cells, "slot_bits": bits, "by_slots": {}}
+        for slots in slot_counts:
+            packed = be.shift_pack_device(cd, bits, slots)  # loads any module these need
+            be.decrypt_device(packed)
+            t_pack = _timeit(be.shift_pack_device, be.synchronize, 3, cd, bits, slots)
+            t_dec = _timeit(be.decrypt_device, be.synchronize, 3, packed)
+            out["by_slots"][str(slots)] = {"ciphertexts": int(packed.shape[0]),
+                                           "shift_pack_s": t_pack, "decrypt_s": t_dec}
+            log(f"[gpu] level at {slots:2d} slots: {packed.shape[0]:5d} ciphertexts, shift_pack "
+                f"{t_pack * 1e3:7.1f} ms + decrypt {t_dec * 1e3:7.1f} ms = "
+                f"{(t_pack + t_dec) * 1e3:7.1f} ms")
+        best = min(out["by_slots"].items(),
+                   key=lambda kv: kv[1]["shift_pack_s"] + kv[1]["decrypt_s"])
+        out["best_slots"] = int(best[0])
+        return out
+    except Exception as exc:  # noqa: BLE001 - a side measurement: report, go on
+        log(f"[gpu] slot sweep failed: {exc!r}")
+        return {"error": repr(exc)}
+
+
 def run(args) -> dict:
     import hefl.gpu as hg
     from hefl.gpu.reference import keygen_params
@@ -546,6 +577,7 @@ def run(args) -> dict:
         record["gpu_histogram_check"] = bool(ok)
         log(f"[gpu] histogram spot check vs Python ints: {'ok' if ok else 'MISMATCH'}")
         record["latency_sb_level"] = latency_widths(be, params, log)
+        record["latency_sb_slots"] = slot_sweep(be, params, log)
 
     # ---------------- records
     for size in sizes:

@@ -119,15 +119,20 @@ def test_decrypt_widens_small_launches_with_the_same_result(emu_backend, key256)
     assert np.array_equal(wide, narrow) and limbs_to_ints(wide) == ms
 
 
-@pytest.mark.parametrize("emu_backend", [(4, 2)], indirect=True, ids=["tpi4"])
-def test_benchmark_latency_widths_record(emu_backend, key256):
-    # what the next device run records for issue 7: both widths timed, results equal
+def _load_gpu_bench():
     import importlib.util
 
     path = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_vs_cpu.py"
     spec = importlib.util.spec_from_file_location("gpu_vs_cpu_bench", path)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
+    return bench
+
+
+@pytest.mark.parametrize("emu_backend", [(4, 2)], indirect=True, ids=["tpi4"])
+def test_benchmark_latency_widths_record(emu_backend, key256):
+    # what the next device run records for issue 7: both widths timed, results equal
+    bench = _load_gpu_bench()
     lines = []
     rec = bench.latency_widths(emu_backend, key256, lines.append, cells=12, slots=4, bits=24)
     assert "error" not in rec, rec
@@ -186,3 +191,14 @@ def test_prefetch_starts_the_device_in_the_background(monkeypatch):
     t = hg.prefetch()
     t.join(30)
     assert not t.is_alive() and made == [(1,)] and hg.prefetch() is t
+
+
+@pytest.mark.parametrize("emu_backend", [(4, 2)], indirect=True, ids=["tpi4"])
+def test_benchmark_slot_sweep_record(emu_backend, key256):
+    bench = _load_gpu_bench()
+    lines = []
+    rec = bench.slot_sweep(emu_backend, key256, lines.append, cells=12, bits=24,
+                           slot_counts=(4, 2))
+    assert "error" not in rec, rec
+    assert {k: v["ciphertexts"] for k, v in rec["by_slots"].items()} == {"4": 3, "2": 6}
+    assert rec["best_slots"] in (4, 2) and len(lines) == 2
