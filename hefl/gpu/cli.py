@@ -60,7 +60,7 @@ def _warmup(args: argparse.Namespace) -> int:
     from hefl import gpu
     from hefl.gpu.reference import keygen_params
 
-    cache = os.environ.get("CUPY_CACHE_DIR") or os.path.join("~", ".cupy", "kernel_cache")
+    cache = os.environ.get("CUPY_CACHE_DIR") or os.path.expanduser("~/.cupy/kernel_cache")
     try:
         gpu.require()
         for bits in dict.fromkeys(args.key_size):
