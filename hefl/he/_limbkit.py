@@ -56,8 +56,10 @@ class LimbKit(AdditiveKit):
         out[:, 0] = 1
         return out
 
-    def _from_bytes(self, data: bytes, count: int):
-        arr = np.frombuffer(data, dtype="<u8").reshape(count, self.Lc).astype(np.uint64, copy=True)
+    def _from_bytes(self, data: bytes, count: int, adopt: bool = False):
+        arr = np.frombuffer(data, dtype="<u8").reshape(count, self.Lc)
+        if not (adopt and arr.flags.writeable and arr.flags.aligned) or arr.dtype != np.uint64:
+            arr = arr.astype(np.uint64)  # our own memory: the caller keeps its buffer
         return self._check_range(arr)
 
     def _check_range(self, data: np.ndarray) -> np.ndarray:

@@ -372,15 +372,19 @@ class AdditiveKit(PublicKit):
         shape = (len(values),) if shape is None else tuple(shape)
         return CipherArray(self, data.reshape(shape + self.item_shape), shape, frac_bits)
 
-    def cipher_from_bytes(self, data: bytes, shape, frac_bits: int) -> CipherArray:
-        """Load fixed-width ciphertext bytes; every ciphertext is range-checked."""
+    def cipher_from_bytes(self, data: bytes, shape, frac_bits: int, *, adopt: bool = False) -> CipherArray:
+        """Load fixed-width ciphertext bytes; every ciphertext is range-checked.
+
+        ``adopt=True`` hands the buffer over (nothing else will read or write it, e.g. a
+        frame just received): a writable, aligned one then becomes the array's memory
+        instead of being copied."""
         shape = tuple(int(s) for s in shape)
         count = math.prod(shape)  # exact: numpy's int64 product wraps around
         if len(data) != count * self.cipher_width:
             raise InvalidCiphertextError(
                 f"{len(data)} bytes do not hold {count} ciphertexts of {self.cipher_width} bytes"
             )
-        flat = self._from_bytes(data, count)
+        flat = self._from_bytes(data, count, adopt)
         return CipherArray(self, flat.reshape(shape + self.item_shape), shape, frac_bits)
 
     def bucket_sum(self, ca: CipherArray, bucket_ids, n_buckets: int) -> CipherArray:
@@ -480,8 +484,8 @@ class AdditiveKit(PublicKit):
         """Engine hook."""
 
     @abstractmethod
-    def _from_bytes(self, data: bytes, count: int):
-        """Engine hook."""
+    def _from_bytes(self, data: bytes, count: int, adopt: bool = False):
+        """Engine hook (``adopt``: see :meth:`cipher_from_bytes`)."""
 
     @abstractmethod
     def _from_ints(self, values: list[int]):

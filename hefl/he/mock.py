@@ -109,7 +109,7 @@ class MockPublicKit(AdditiveKit):
         w = self.cipher_width
         return b"".join(int(v).to_bytes(w, "little") for v in a)
 
-    def _from_bytes(self, data: bytes, count: int):
+    def _from_bytes(self, data: bytes, count: int, adopt: bool = False):
         w = self.cipher_width
         vals = [int.from_bytes(data[i * w : (i + 1) * w], "little") for i in range(count)]
         return self._from_ints(vals)

@@ -64,8 +64,11 @@ def _shape(meta: dict) -> tuple[int, ...]:
     return tuple(shape)
 
 
-def cipher_from_wire(meta: dict, frames: list, kit: PublicKit):
-    """Rebuild a cipher array under ``kit``; sizes, fingerprint and ranges are checked."""
+def cipher_from_wire(meta: dict, frames: list, kit: PublicKit, *, adopt: bool = False):
+    """Rebuild a cipher array under ``kit``; sizes, fingerprint and ranges are checked.
+
+    ``adopt=True``: the frames are handed over (a transport's received frames, which nobody
+    else holds), so a writable one is used in place rather than copied."""
     if not isinstance(meta, dict):
         raise ProtocolError("cipher array meta must be an object")
     scheme = meta.get("scheme")
@@ -93,7 +96,9 @@ def cipher_from_wire(meta: dict, frames: list, kit: PublicKit):
     if nbytes != count * kit.cipher_width:
         raise ProtocolError(f"frame of {nbytes} bytes for {count} ciphertexts of {kit.cipher_width} bytes")
     try:
-        return kit.cipher_from_bytes(bytes(data) if kit.scheme == "mock" else data, shape, fb)
+        if kit.scheme == "mock":
+            return kit.cipher_from_bytes(bytes(data), shape, fb)
+        return kit.cipher_from_bytes(data, shape, fb, adopt=adopt)
     except InvalidCiphertextError:
         raise
     except ValueError as exc:

@@ -557,7 +557,8 @@ class _Decoder:
         except ImportError:
             raise BadMessage("cannot decode ciphertexts: hefl.he.wire is not available") from None
         try:
-            return cipher_from_wire(meta, bufs, kit)
+            # the frames are this message's own (the channel hands each out once)
+            return cipher_from_wire(meta, bufs, kit, adopt=True)
         except ProtocolError as exc:
             raise BadMessage(f"invalid ciphertext payload: {exc}") from exc
         except (HEError, ValueError, TypeError, KeyError, IndexError, OverflowError) as exc:

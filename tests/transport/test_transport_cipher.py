@@ -42,6 +42,33 @@ def test_cipher_array_roundtrip(which, paillier_kit, mock_kit):
     assert np.allclose(kit.decrypt(out["enc"]), x)
 
 
+def test_received_ciphertexts_live_in_their_frame(paillier_kit):
+    # the transport hands its received frame over: no copy of the ciphertext bytes
+    pub = paillier_kit.public_kit()
+    ca = paillier_kit.encrypt(np.array([1.0, -2.0, 3.5]))
+    header, frames, _ = wire.build_message("alice", "ct", ca)
+    h = wire.parse_header(header)
+    frame = bytearray(memoryview(frames[0]).tobytes())
+    out = wire.decode_payload(h["body"], [frame], kits={pub.fingerprint(): pub}, peer="alice", tag="ct")
+    assert np.shares_memory(out._flat(), np.frombuffer(frame, dtype=np.uint8))
+    assert np.allclose(paillier_kit.decrypt(out), [1.0, -2.0, 3.5])
+
+
+def test_cipher_from_bytes_copies_unless_the_buffer_is_adopted(paillier_kit):
+    pub = paillier_kit.public_kit()
+    ca = paillier_kit.encrypt(np.array([0.5, 1.5]))
+    raw = bytearray(ca.to_bytes())
+    kept = pub.cipher_from_bytes(raw, (2,), ca.frac_bits)
+    adopted = pub.cipher_from_bytes(raw, (2,), ca.frac_bits, adopt=True)
+    from_bytes = pub.cipher_from_bytes(bytes(raw), (2,), ca.frac_bits, adopt=True)  # read-only
+    raw[:8] = b"\x00" * 8  # the caller reuses its buffer
+    assert np.allclose(paillier_kit.decrypt(kept), [0.5, 1.5])
+    assert np.allclose(paillier_kit.decrypt(from_bytes), [0.5, 1.5])
+    assert np.shares_memory(adopted._flat(), np.frombuffer(raw, dtype=np.uint8))
+    with pytest.raises(Exception, match="outside"):  # adopted bytes are range-checked too
+        pub.cipher_from_bytes(bytearray(len(raw)), (2,), ca.frac_bits, adopt=True)
+
+
 def test_unregistered_fingerprint_rejected(paillier_kit):
     ca = paillier_kit.encrypt(np.arange(3.0))
     with pytest.raises(ProtocolError, match="not registered") as ei:
