@@ -197,10 +197,12 @@ class PaillierPublicKit(LimbKit):
     def _cpu_checker(self):
         from ._cpu import CpuPaillierBackend
 
-        if getattr(self, "_checker", None) is None:
-            self._checker = CpuPaillierBackend(PaillierParams(n=self.n, hs=self.hs, alpha_bits=self.alpha_bits),
-                                               n_jobs=default_n_jobs() if self._n_jobs is None else self._n_jobs)
-        return self._checker
+        # not "_checker": an instance attribute of that name would shadow the method
+        if getattr(self, "_cpu_check_backend", None) is None:
+            self._cpu_check_backend = CpuPaillierBackend(
+                PaillierParams(n=self.n, hs=self.hs, alpha_bits=self.alpha_bits),
+                n_jobs=default_n_jobs() if self._n_jobs is None else self._n_jobs)
+        return self._cpu_check_backend
 
     def _from_ints(self, values):
         if any(not 0 < int(v) < self.nsquare for v in values):

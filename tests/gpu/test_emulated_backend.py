@@ -204,3 +204,24 @@ def test_benchmark_slot_sweep_record(emu_backend, key256):
     assert "error" not in rec, rec
     assert {k: v["ciphertexts"] for k, v in rec["by_slots"].items()} == {"4": 3, "2": 6}
     assert rec["best_slots"] in (4, 2) and len(lines) == 2
+
+
+@pytest.fixture
+def emu_kit(monkeypatch):
+    import cupy_emu
+
+    cupy_emu.install(monkeypatch)
+    monkeypatch.setenv("HEFL_GPU_FB_WINDOW", "4")  # a small fixed-base table: emulation is slow
+    from hefl.he import paillier
+
+    return paillier.keygen(256, backend="gpu", allow_insecure=True)
+
+
+def test_kit_on_the_emulated_gpu_decrypts(emu_kit):
+    # the key owner's full check before decryption runs on a CPU backend beside the GPU one
+    assert emu_kit.backend.name == "gpu"
+    x = np.array([1.5, -2.25, 0.0, 1e3])
+    ca = emu_kit.encrypt(x)
+    assert np.allclose(emu_kit.decrypt(ca), x)
+    assert np.allclose(emu_kit.decrypt(ca + ca), 2 * x)
+    assert emu_kit._checker().name == "cpu"
