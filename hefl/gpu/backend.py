@@ -611,12 +611,25 @@ class GpuPaillierBackend(PaillierBackend):
     def bucket_sum(self, a: np.ndarray, ids: np.ndarray, n_buckets: int) -> np.ndarray:
         """(F, n_buckets, Lc): per feature and bucket, the product of rows with that id."""
         with self._device:
-            ad = self._mul_const(self._up_c(a, "ciphertexts"), C.K_R2)
-            h = self.bucket_sum_device(ad, ids, n_buckets)
-            f, b = h.shape[0], h.shape[1]
-            if f * b == 0:
-                return np.zeros((f, b, self._lc), dtype=np.uint64)
-            return self.from_device(h.reshape(f * b, self.nl)).reshape(f, b, self._lc)
+            return self._histogram_down(self.bucket_sum_device(self.hold(a), ids, n_buckets))
+
+    def hold(self, a: np.ndarray):
+        """A device copy (Montgomery form) of host ciphertext rows, for :meth:`bucket_sum_held`."""
+        with self._device:
+            return self._mul_const(self._up_c(a, "ciphertexts"), C.K_R2)
+
+    def bucket_sum_held(self, held, rows: np.ndarray, ids: np.ndarray, n_buckets: int) -> np.ndarray:
+        """:meth:`bucket_sum` of the rows ``rows`` (int64, in range) of ``held`` (from
+        :meth:`hold`), gathered on the device: nothing but the ids crosses the bus."""
+        with self._device:
+            sub = held[self._cp.asarray(rows)]
+            return self._histogram_down(self.bucket_sum_device(sub, ids, n_buckets))
+
+    def _histogram_down(self, h) -> np.ndarray:
+        f, b = h.shape[0], h.shape[1]
+        if f * b == 0:
+            return np.zeros((f, b, self._lc), dtype=np.uint64)
+        return self.from_device(h.reshape(f * b, self.nl)).reshape(f, b, self._lc)
 
     def shift_pack_device(self, a, slot_bits: int, slots: int):
         """Cipher compression on Montgomery-form rows: groups of ``slots`` consecutive rows

@@ -7,14 +7,28 @@ only moves limb rows around is written once here.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import numpy as np
 
 from hefl.errors import InvalidCiphertextError
 
 from ._backend import ints_to_limbs, limbs_to_ints
-from .base import AdditiveKit
+from .base import AdditiveKit, CipherArray
 
-__all__ = ["LimbKit"]
+__all__ = ["HeldCiphers", "LimbKit"]
+
+
+@dataclass(frozen=True)
+class HeldCiphers:
+    """What :meth:`LimbKit.hold` returns where the backend keeps ciphertexts itself (the
+    GPU backend: ``data`` is its device copy of ``size`` ciphertexts)."""
+
+    kit: LimbKit
+    data: Any
+    size: int
+    frac_bits: int
 
 
 class LimbKit(AdditiveKit):
@@ -47,6 +61,21 @@ class LimbKit(AdditiveKit):
 
     def _bucket_sum(self, a, ids, n_buckets):
         return self.backend.bucket_sum(a, ids, n_buckets)
+
+    def hold(self, ca: CipherArray):
+        ca = super().hold(ca)
+        keep = getattr(self.backend, "hold", None)  # the GPU backend's device copy
+        return ca if keep is None else HeldCiphers(self, keep(ca._flat()), ca.shape[0], ca.frac_bits)
+
+    def bucket_sum_held(self, held, rows, bucket_ids, n_buckets: int) -> CipherArray:
+        if not isinstance(held, HeldCiphers):
+            return super().bucket_sum_held(held, rows, bucket_ids, n_buckets)
+        if held.kit is not self:
+            self.check_same(held.kit)
+        rows = self._held_rows(rows, held.size)
+        ids2 = self._bucket_ids(bucket_ids, rows.shape[0], n_buckets)
+        out = self.backend.bucket_sum_held(held.data, rows, ids2, int(n_buckets))
+        return self._histogram(out, np.ndim(bucket_ids) == 1, ids2.shape[1], n_buckets, held.frac_bits)
 
     def _encode_residues(self, x, frac_bits):
         return self.encoder.encode_limbs(np.asarray(x), frac_bits, self.Ln)

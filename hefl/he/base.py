@@ -397,16 +397,53 @@ class AdditiveKit(PublicKit):
         self.check_same(ca.kit)
         if ca.ndim != 1:
             raise ValueError(f"bucket_sum needs a 1-d CipherArray, got shape {ca.shape}")
+        ids2 = self._bucket_ids(bucket_ids, ca.shape[0], n_buckets)
+        out = self._bucket_sum(ca._flat(), ids2, int(n_buckets))
+        return self._histogram(out, np.ndim(bucket_ids) == 1, ids2.shape[1], n_buckets, ca.frac_bits)
+
+    def hold(self, ca: CipherArray) -> Any:
+        """Keep the 1-d ``ca`` where this kit's backend computes, for repeated
+        :meth:`bucket_sum_held` over subsets of its rows (a SecureBoost tree's gradients,
+        level after level): the GPU backend keeps a device copy, so that the rows are not
+        gathered and moved again for every histogram; other backends hold ``ca`` itself,
+        which is what this returns for them."""
+        self.check_same(ca.kit)
+        if ca.ndim != 1:
+            raise ValueError(f"hold needs a 1-d CipherArray, got shape {ca.shape}")
+        return ca
+
+    def bucket_sum_held(self, held: Any, rows, bucket_ids, n_buckets: int) -> CipherArray:
+        """``bucket_sum(ca[rows], bucket_ids, n_buckets)`` for ``held = hold(ca)``."""
+        if not isinstance(held, CipherArray):
+            raise TypeError(f"expected what this kit's hold() returned, got {type(held).__name__}")
+        return self.bucket_sum(held[self._held_rows(rows, held.shape[0])], bucket_ids, n_buckets)
+
+    @staticmethod
+    def _held_rows(rows, size: int) -> np.ndarray:
+        rows = np.asarray(rows)
+        if rows.ndim != 1 or (rows.size and rows.dtype.kind not in "iu"):
+            raise ValueError(f"rows must be a 1-d integer array, got {rows.dtype} of shape {rows.shape}")
+        rows = rows.astype(np.int64, copy=False)
+        if rows.size and (rows.min() < 0 or rows.max() >= size):
+            raise ValueError(f"rows must be in [0, {size}), got [{rows.min()}, {rows.max()}]")
+        return rows
+
+    @staticmethod
+    def _bucket_ids(bucket_ids, n_rows: int, n_buckets: int) -> np.ndarray:
+        """``bucket_ids`` as checked (n_rows, F) int32."""
         ids = np.asarray(bucket_ids)
-        one_d = ids.ndim == 1
-        ids2 = ids.reshape(ids.shape[0], -1).astype(np.int32)
-        if ids2.shape[0] != ca.shape[0]:
-            raise ValueError(f"{ids2.shape[0]} bucket ids for {ca.shape[0]} ciphertexts")
+        if ids.ndim == 0:
+            raise ValueError("bucket ids must be an (N,) or (N, F) array")
+        ids2 = ids.reshape(ids.shape[0], math.prod(ids.shape[1:])).astype(np.int32)
+        if ids2.shape[0] != n_rows:
+            raise ValueError(f"{ids2.shape[0]} bucket ids for {n_rows} ciphertexts")
         if ids2.size and (ids2.max() >= n_buckets or ids2.min() < -1):
             raise ValueError(f"bucket ids must be in [-1, {n_buckets}), got [{ids2.min()}, {ids2.max()}]")
-        out = self._bucket_sum(ca._flat(), ids2, int(n_buckets))
-        shape = (n_buckets,) if one_d else (ids2.shape[1], n_buckets)
-        return CipherArray(self, out.reshape(shape + self.item_shape), shape, ca.frac_bits)
+        return ids2
+
+    def _histogram(self, out, one_d: bool, n_feat: int, n_buckets: int, frac_bits: int) -> CipherArray:
+        shape = (n_buckets,) if one_d else (n_feat, n_buckets)
+        return CipherArray(self, out.reshape(shape + self.item_shape), shape, frac_bits)
 
     def shift_and_pack(self, ca: CipherArray, width_bits: int, per_plaintext: int) -> CipherArray:
         """Cipher compression: put ``per_plaintext`` consecutive ciphertexts into one.

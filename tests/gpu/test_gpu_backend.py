@@ -129,3 +129,12 @@ def test_warm_up_loads_both_widths_for_2048_bit_keys(backend):
     loaded = set(hb._MODULES)
     assert max(backend.warm_up().values()) < 0.5  # loaded: nothing left to compile
     assert set(hb._MODULES) == loaded
+
+
+def test_held_rows_give_the_gathered_histogram(backend, oracle):
+    a = oracle.C(oracle.rand_c(500))
+    held = backend.hold(a)
+    rows = np.sort(np.random.default_rng(5).choice(500, 200, replace=False))
+    ids = np.random.default_rng(6).integers(-1, 9, size=(200, 3), dtype=np.int32)
+    assert np.array_equal(backend.bucket_sum_held(held, rows, ids, 9),
+                          backend.bucket_sum(a[rows], ids, 9))

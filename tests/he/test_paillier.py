@@ -213,3 +213,23 @@ def test_montgomery_kernels_match_gmpy2(pkit, portable):
                 assert int.from_bytes(h[f, b].tobytes(), "little") == prod
     finally:
         _mont.use_portable_redc(False)
+
+
+@pytest.mark.parametrize("which", ["pkit", "mkit", "okit"])
+def test_hold_on_the_cpu_is_the_array_itself(which, request):
+    kit = request.getfixturevalue(which)
+    x = np.arange(12, dtype=float) - 4
+    ca = kit.encrypt(x)
+    held = kit.hold(ca)
+    assert held is ca
+    rows = np.array([1, 5, 6, 11])
+    ids = np.array([[0, 2], [1, 2], [0, -1], [1, 0]])
+    got = kit.decrypt(kit.bucket_sum_held(held, rows, ids, 3))
+    assert np.allclose(got, kit.decrypt(kit.bucket_sum(ca[rows], ids, 3)))
+    assert np.allclose(got, [[x[1] + x[6], x[5] + x[11], 0], [x[11], 0, x[1] + x[5]]])
+    with pytest.raises(ValueError, match="rows must be in"):
+        kit.bucket_sum_held(held, np.array([-1]), np.zeros((1, 1)), 2)
+    with pytest.raises(TypeError, match="hold"):
+        kit.bucket_sum_held(x, rows, ids, 3)
+    with pytest.raises(ValueError, match="1-d"):
+        kit.hold(ca.reshape(3, 4))

@@ -627,6 +627,10 @@ class PassiveParty:
                     and 1 <= item["bits"] and 1 <= item["per"] and item["bits"] * item["per"] <= self.kit.plaintext_bits):
                 raise ProtocolError(f"invalid packing layout {item!r}", peer=self.active, tag="tree")
         self.layout = layout
+        # where the backend keeps them itself (a GPU), the tree's ciphertexts move there once
+        t = time.perf_counter()
+        self.held = [self.kit.hold(ca) for ca in self.enc]
+        self.timer.add("histograms", time.perf_counter() - t)
         self.pos = np.full(self.X.shape[0], -1, dtype=np.int64)
         self.pos[rows] = np.arange(rows.size)
         self.columns = cols
@@ -661,12 +665,15 @@ class PassiveParty:
         flat_sel = sel_q[key] * (n_nodes * B) + sel_b[key]
         comps = []
         for c, item in enumerate(self.layout):
-            enc = self.enc[c][pos] if rows.size else self.enc[c][:0]
+            held = self.held[c]
             if feats.size and rows.size:
-                hist = paired_bucket_sum(self.kit, enc, ids, n_nodes, B).reshape(-1)
-                cells = hist[flat_sel]
+                if held is self.enc[c]:  # kept as it is: gather here (the CPU pairs features)
+                    hist = paired_bucket_sum(self.kit, held[pos], ids, n_nodes, B)
+                else:
+                    hist = self.kit.bucket_sum_held(held, pos, ids, n_nodes * B)
+                cells = hist.reshape(-1)[flat_sel]
             else:
-                cells = enc[:0]
+                cells = self.enc[c][:0]
             self.timer.add("histograms", time.perf_counter() - t)
             t = time.perf_counter()
             if cells.shape[0]:
