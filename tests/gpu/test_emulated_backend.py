@@ -268,3 +268,21 @@ def test_secureboost_on_the_emulated_gpu_matches_the_cpu(emu_kit):
                                     parties={"alice": [0, 1], "bob": [2, 3]}, random_state=0)
         probs[backend] = clf.fit(X, y).predict_proba(X)
     assert np.array_equal(probs["gpu"], probs["cpu"])
+
+
+@pytest.mark.parametrize("protocol", ["two_party", "arbiter"])
+def test_hetero_lr_on_the_emulated_gpu_matches_the_cpu(emu_kit, protocol):
+    # hetero LR's Paillier protocols on the GPU backend: the same model as on the CPU
+    from sklearn.datasets import make_classification
+
+    from hefl.models.hetero_lr import HeteroLogisticRegression
+
+    X, y = make_classification(n_samples=12, n_features=4, random_state=2)
+    coefs = {}
+    for backend in ("gpu", "cpu"):
+        clf = HeteroLogisticRegression(he="paillier", key_size=256, allow_insecure=True,
+                                       backend=backend, transport="threads", protocol=protocol,
+                                       max_iter=1, batch_size=12, random_state=0, tol=None,
+                                       parties={"guest": [0, 1], "host": [2, 3]})
+        coefs[backend] = clf.fit(X, y).coef_
+    assert np.allclose(coefs["gpu"], coefs["cpu"], rtol=0, atol=1e-9)
