@@ -70,8 +70,7 @@ class LimbKit(AdditiveKit):
     def bucket_sum_held(self, held, rows, bucket_ids, n_buckets: int) -> CipherArray:
         if not isinstance(held, HeldCiphers):
             return super().bucket_sum_held(held, rows, bucket_ids, n_buckets)
-        if held.kit is not self:
-            self.check_same(held.kit)
+        self.check_same(held.kit)
         rows = self._held_rows(rows, held.size)
         ids2 = self._bucket_ids(bucket_ids, rows.shape[0], n_buckets)
         out = self.backend.bucket_sum_held(held.data, rows, ids2, int(n_buckets))

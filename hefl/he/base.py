@@ -99,8 +99,8 @@ class PublicKit(ABC):
 
     def warm_up(self) -> dict[str, float]:
         """Load now what the kit's backend would load on first use (the GPU backend's
-        kernels), so that no later operation pays for it; seconds per item loaded
-        (empty where nothing is loaded lazily)."""
+        kernels, which a GPU kit loads when it is made: then this costs next to nothing);
+        seconds per item (empty where nothing is loaded lazily)."""
         return {}
 
     def same_key(self, other: PublicKit) -> bool:

@@ -51,7 +51,9 @@ def _make_backend(params: PaillierParams, backend: str, n_jobs: int | None) -> P
     if choice == "gpu":
         from hefl.gpu.backend import GpuPaillierBackend
 
-        return GpuPaillierBackend(params, n_jobs=jobs)
+        gpu = GpuPaillierBackend(params, n_jobs=jobs)
+        gpu.warm_up()  # every kernel loads with the kit, none inside its first operation
+        return gpu
     from ._cpu import CpuPaillierBackend
 
     return CpuPaillierBackend(params, n_jobs=jobs)

@@ -122,7 +122,6 @@ def _publish_key(ctx, cfg: LRConfig, peers: list[str]):
     ctx.register_kit(kit)
     if peers:
         ctx.broadcast("pubkey", kit.to_bytes(), peers=peers)
-    kit.warm_up()  # GPU kernels load while the peers take the key
     return kit
 
 
@@ -132,7 +131,6 @@ def _peer_key(ctx, cfg: LRConfig, data: Any, peer: str):
     kit = load_public_kit(cfg.he, data, backend=cfg.backend, allow_insecure=cfg.allow_insecure,
                           n_jobs=cfg.n_jobs)
     ctx.register_kit(kit)
-    kit.warm_up()
     return kit
 
 

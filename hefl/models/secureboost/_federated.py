@@ -558,7 +558,6 @@ class PassiveParty:
         # the passive side decides which key sizes it accepts and where its HE work runs
         t = time.perf_counter()
         self.kit = load_public_kit(raw, allow_insecure=self.allow_insecure, backend=self.backend)
-        self.kit.warm_up()
         self.timer.add("setup", time.perf_counter() - t)  # with the HE backend's start-up
         if self.kit.scheme not in ("paillier", "ou", "mock"):
             raise ProtocolError(f"SecureBoost needs an additive scheme, got {self.kit.scheme!r}",

@@ -36,24 +36,20 @@ HE_SCHEMES = ("paillier", "ou", "mock")
 
 
 def make_kit(he: str, key_size: int, backend: str, n_jobs: int | None, allow_insecure: bool):
-    """The active party's secret kit for ``he`` ("paillier", "ou" or "mock"), its backend
-    warmed up (GPU kernels loaded before training, not inside its first encryption)."""
+    """The active party's secret kit for ``he`` ("paillier", "ou" or "mock")."""
     if he == "paillier":
         from hefl.he import paillier
 
-        kit = paillier.keygen(key_size, backend=backend, n_jobs=n_jobs, allow_insecure=allow_insecure)
-    elif he == "ou":
+        return paillier.keygen(key_size, backend=backend, n_jobs=n_jobs, allow_insecure=allow_insecure)
+    if he == "ou":
         from hefl.he import ou  # type: ignore[attr-defined]
 
-        kit = ou.keygen(key_size, backend=backend, n_jobs=n_jobs, allow_insecure=allow_insecure)
-    elif he == "mock":
+        return ou.keygen(key_size, backend=backend, n_jobs=n_jobs, allow_insecure=allow_insecure)
+    if he == "mock":
         from hefl.he import mock
 
-        kit = mock.keygen(key_size)
-    else:
-        raise ConfigError(f"he must be one of {HE_SCHEMES}, got {he!r}")
-    kit.warm_up()
-    return kit
+        return mock.keygen(key_size)
+    raise ConfigError(f"he must be one of {HE_SCHEMES}, got {he!r}")
 
 
 def save_party_model(path: str | os.PathLike, model: dict) -> None:
