@@ -16,7 +16,8 @@
 #   gpu_vs_cpu.json   the benchmark record (one JSON line)
 #   gpu_vs_cpu.png    the plot (skipped with a message where matplotlib is missing)
 #   sb.log, sb.jsonl  SecureBoost at HEFL_GPU_CHECK_SB_ROWS rows (default 100000; 0 skips),
-#                     GPU backend then CPU backend, kernels already in the cache
+#                     GPU backend, CPU backend, then the GPU compressing as the CPU does
+#                     (--compress-slots max); kernels already in the cache
 #   status.txt        exit codes of the steps
 # Steps in this order: warm-up, GPU tests, SecureBoost, kernel benchmark.
 # Size and time caps keep the whole run near 7 minutes on an H100 (one device call);
@@ -100,10 +101,14 @@ SB_ROWS=${HEFL_GPU_CHECK_SB_ROWS:-100000}
 if [ "$SB_ROWS" != 0 ]; then
   # SecureBoost benchmark workload at HEFL_GPU_CHECK_SB_ROWS rows, GPU backend then CPU backend
   : >"$OUT/sb.jsonl"
-  for be in gpu cpu; do
+  # the GPU with its own compression choice, the CPU, then the GPU packing as many values
+  # per ciphertext as fit (the CPU's choice) for comparison
+  for run in gpu:auto cpu:auto gpu:max; do
+    be=${run%%:*}; slots=${run#*:}
     timeout "${HEFL_GPU_CHECK_SB_TIMEOUT:-150}" $PY benchmarks/secureboost_bench.py --rows "$SB_ROWS" \
-      --trees "${HEFL_GPU_CHECK_SB_TREES:-10}" --backend $be --transport "${HEFL_GPU_CHECK_SB_TRANSPORT:-processes}" --out "$OUT/sb_$be.tmp" 2>&1 | tee -a "$OUT/sb.log"
-    rc_sb="$rc_sb$be:$? "
+      --trees "${HEFL_GPU_CHECK_SB_TREES:-10}" --backend $be --compress-slots $slots \
+      --transport "${HEFL_GPU_CHECK_SB_TRANSPORT:-processes}" --out "$OUT/sb_$be.tmp" 2>&1 | tee -a "$OUT/sb.log"
+    rc_sb="$rc_sb$run:$? "
     cat "$OUT/sb_$be.tmp" >>"$OUT/sb.jsonl" 2>/dev/null; rm -f "$OUT/sb_$be.tmp"
   done
 fi

@@ -361,14 +361,15 @@ def latency_widths(be, params, log, cells: int = 16 * 10 * 33, slots: int = 19,
 
 
 def slot_sweep(be, params, log, cells: int = 16 * 10 * 33, bits: int = 107,
-               slot_counts: tuple[int, ...] = (19, 10, 6, 4, 2)) -> dict:
+               slot_counts: tuple[int, ...] = (19, 10, 6, 4, 3, 2, 1)) -> dict:
     """One SecureBoost level's compression and decryption at fewer values per ciphertext.
 
     On a GPU both calls are latency-bound at this size: compression costs one Horner
     chain of (slots - 1) * (bits + 1) steps whatever the number of chains, decryption
     about one exponentiation whatever the number of ciphertexts while they fill little of
     the device. Fewer slots shorten the chain and add ciphertexts: this records where the
-    sum is smallest (the CPU, where work is what counts, wants as many slots as fit)."""
+    sum is smallest (the CPU, where work is what counts, wants as many slots as fit), next
+    to what the backend's cost model (``compress_slots``, what SecureBoost uses) picks."""
     try:
         cd = be.to_device(be.encrypt_fresh(rand_plain(cells, params)))
         out: dict = {"cells": cells, "slot_bits": bits, "by_slots": {}}
@@ -385,6 +386,9 @@ def slot_sweep(be, params, log, cells: int = 16 * 10 * 33, bits: int = 107,
         best = min(out["by_slots"].items(),
                    key=lambda kv: kv[1]["shift_pack_s"] + kv[1]["decrypt_s"])
         out["best_slots"] = int(best[0])
+        out["model_slots"] = int(be.compress_slots(cells, bits, max(slot_counts)))
+        log(f"[gpu] fastest at {out['best_slots']} slots; the cost model picks "
+            f"{out['model_slots']}")
         return out
     except Exception as exc:  # noqa: BLE001 - a side measurement: report, go on
         log(f"[gpu] slot sweep failed: {exc!r}")

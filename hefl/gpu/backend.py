@@ -50,6 +50,15 @@ _MAX_PARTIAL_BYTES = 512 << 20  # cap on the histogram's per-chunk partial bucke
 _REDUCE_SPAN = 16
 _CHUNK = 1 << 18  # rows per launch where host randomness is drawn per launch
 _RAND_BLOCK = 1 << 20  # bytes of os.urandom per worker call
+# compress_slots' cost model, 2048-bit keys, from the H200 record
+# (benchmarks/results/gpu_vs_cpu_h200.*): a dependent squaring mod n^2 ~23 us (multiply by
+# a full-size scalar: 1000 in 57 ms; SecureBoost's compression: ~44 ms per level for
+# 18 * 107 squarings), a decryption launch >= 8 ms (1000 in 8 ms), 215,000 decryptions/s;
+# a 1 Gbit/s link between the parties.
+_SQUARE_LATENCY_S = 23e-6
+_DECRYPT_LATENCY_S = 8e-3
+_DECRYPT_RATE = 2.15e5
+_LINK_S_PER_BYTE = 8e-9
 _RAND_POOL: ThreadPoolExecutor | None = None
 
 _MODULES: dict[tuple, Any] = {}
@@ -630,6 +639,30 @@ class GpuPaillierBackend(PaillierBackend):
         if f * b == 0:
             return np.zeros((f, b, self._lc), dtype=np.uint64)
         return self.from_device(h.reshape(f * b, self.nl)).reshape(f, b, self._lc)
+
+    def compress_slots(self, n_values: int, width_bits: int, most: int) -> int:
+        """Values per ciphertext (``1..most``) that make compressing ``n_values`` values
+        (:meth:`shift_pack`) and decrypting the result quickest: a cost model, not a
+        measurement.
+
+        Compression is one chain of ``(slots - 1) * width_bits`` dependent squarings mod
+        n^2 per output, all outputs in parallel: at SecureBoost's sizes its time is that
+        chain's latency, which grows with ``slots``. Decrypting ``n_values / slots``
+        ciphertexts takes a launch's latency until the batch fills the device, then falls
+        with ``slots``; sending them over a 1 Gbit/s link falls with ``slots`` too.
+        On a CPU both are throughput-bound and the most values per ciphertext always win.
+        """
+        scale = self.nl * 16 / 2048  # key bits / 2048
+        square_s = _SQUARE_LATENCY_S * scale**2
+        dec_floor_s = _DECRYPT_LATENCY_S * scale**3
+        dec_rate = _DECRYPT_RATE / scale**3
+        link_s = _LINK_S_PER_BYTE * self.nl * 4
+
+        def cost(k: int) -> float:
+            m = -(-max(1, int(n_values)) // k)
+            return (k - 1) * width_bits * square_s + max(dec_floor_s, m / dec_rate) + m * link_s
+
+        return min(range(1, max(1, int(most)) + 1), key=lambda k: (cost(k), -k))
 
     def shift_pack_device(self, a, slot_bits: int, slots: int):
         """Cipher compression on Montgomery-form rows: groups of ``slots`` consecutive rows

@@ -445,6 +445,20 @@ class AdditiveKit(PublicKit):
         shape = (n_buckets,) if one_d else (n_feat, n_buckets)
         return CipherArray(self, out.reshape(shape + self.item_shape), shape, frac_bits)
 
+    def compress_slots(self, n_values: int, width_bits: int) -> int:
+        """How many values of ``width_bits`` to put into one ciphertext when compressing
+        ``n_values`` of them (:meth:`shift_and_pack`) for this kit's owner to decrypt.
+
+        Default: as many as fit. On a CPU compression and decryption are throughput-bound:
+        compression's total work hardly depends on the count, decryptions fall with it.
+        A backend with its own cost model (the GPU's) is asked instead.
+        """
+        most = max(1, self.plaintext_bits // max(1, int(width_bits)))
+        pick = getattr(getattr(self, "backend", None), "compress_slots", None)
+        if pick is None:
+            return most
+        return max(1, min(most, int(pick(int(n_values), int(width_bits), most))))
+
     def shift_and_pack(self, ca: CipherArray, width_bits: int, per_plaintext: int) -> CipherArray:
         """Cipher compression: put ``per_plaintext`` consecutive ciphertexts into one.
 
@@ -457,8 +471,12 @@ class AdditiveKit(PublicKit):
             raise EncodingOverflowError(
                 f"{per_plaintext} values of {width_bits} bits exceed the {self.plaintext_bits}-bit plaintext"
             )
+        if per_plaintext < 1:
+            raise ValueError(f"per_plaintext must be at least 1, got {per_plaintext}")
         flat = ca._flat()
         m = flat.shape[0]
+        if per_plaintext == 1:  # nothing to pack: the same ciphertexts
+            return CipherArray(self, flat, (m,), 0)
         fused = getattr(getattr(self, "backend", None), "shift_pack", None)
         if fused is not None and m:
             # the backend does the whole Horner chain in one call (the GPU keeps it on the device)

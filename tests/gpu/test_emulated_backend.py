@@ -203,7 +203,8 @@ def test_benchmark_slot_sweep_record(emu_backend, key256):
                            slot_counts=(4, 2))
     assert "error" not in rec, rec
     assert {k: v["ciphertexts"] for k, v in rec["by_slots"].items()} == {"4": 3, "2": 6}
-    assert rec["best_slots"] in (4, 2) and len(lines) == 2
+    assert rec["best_slots"] in (4, 2) and len(lines) == 3
+    assert 1 <= rec["model_slots"] <= 4
 
 
 @pytest.fixture
@@ -260,14 +261,44 @@ def test_secureboost_on_the_emulated_gpu_matches_the_cpu(emu_kit):
 
     from hefl.models.secureboost import SecureBoostClassifier
 
+    from hefl.he.base import AdditiveKit
+
     X, y = make_classification(n_samples=60, n_features=4, random_state=1)
-    probs = {}
+    probs, slots = {}, {}
+    real = AdditiveKit.shift_and_pack
+
+    def spy(self, ca, width_bits, per_plaintext):
+        slots[self.backend.name].add(per_plaintext)
+        return real(self, ca, width_bits, per_plaintext)
+
     for backend in ("gpu", "cpu"):
-        clf = SecureBoostClassifier(n_estimators=2, max_depth=2, max_bin=4, key_size=256,
-                                    allow_insecure=True, backend=backend, transport="threads",
-                                    parties={"alice": [0, 1], "bob": [2, 3]}, random_state=0)
-        probs[backend] = clf.fit(X, y).predict_proba(X)
+        slots[backend] = set()
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(AdditiveKit, "shift_and_pack", spy)
+            clf = SecureBoostClassifier(n_estimators=2, max_depth=2, max_bin=4, key_size=256,
+                                        allow_insecure=True, backend=backend, transport="threads",
+                                        parties={"alice": [0, 1], "bob": [2, 3]}, random_state=0)
+            probs[backend] = clf.fit(X, y).predict_proba(X)
     assert np.array_equal(probs["gpu"], probs["cpu"])
+    # a few cells per request: the GPU key owner asks for one value per ciphertext (no
+    # compression chain), the CPU one for as many as fit
+    assert slots["gpu"] == {1} and min(slots["cpu"]) > 1
+
+
+def test_compression_on_a_gpu_packs_fewer_values_where_decryption_is_cheap():
+    # the cost model alone (no device): the benchmark's deepest SecureBoost request
+    # (8 nodes x 10 features x 33 bins of 107-bit values, 2048-bit key) and larger ones
+    from types import SimpleNamespace
+
+    from hefl.gpu.backend import GpuPaillierBackend
+
+    pick = GpuPaillierBackend.compress_slots
+    key2048 = SimpleNamespace(nl=128)
+    assert pick(key2048, 2640, 107, 19) == 2
+    counts = [pick(key2048, n, 107, 19) for n in (10, 1_000, 10_000, 100_000, 10**7)]
+    assert counts == sorted(counts) and counts[0] == 1 and counts[-1] == 19
+    assert pick(key2048, 10**7, 107, 5) == 5  # never more than fit
+    assert pick(SimpleNamespace(nl=192), 2640, 160, 12) >= 1  # 3072-bit keys scale
 
 
 @pytest.mark.parametrize("protocol", ["two_party", "arbiter"])

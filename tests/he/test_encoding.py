@@ -61,10 +61,15 @@ def test_shift_and_pack_round_trip(pkit, mkit):
         ca = kit.encrypt_encoded(p.pack_limbs(X, kit.Ln if hasattr(kit, "Ln") else 16))
         ids = rng.integers(0, 10, size=(64, 1))
         hist = kit.bucket_sum(ca, ids, 10).reshape(-1)
-        per = p.per_plaintext()
-        comp = kit.shift_and_pack(hist, p.bits, per)
-        assert comp.shape[0] == -(-10 // per)
-        sums, cnt = p.unpack_compressed(kit.decrypt_raw(comp), per)
         want = np.array([X[ids[:, 0] == b].sum(axis=0) for b in range(10)])
-        np.testing.assert_allclose(sums[:10], want, atol=64 * 2.0**-24)
-        assert list(cnt[:10]) == [int((ids[:, 0] == b).sum()) for b in range(10)]
+        # the most that fit, fewer (a GPU's choice), and none packed (the same ciphertexts)
+        for per in (p.per_plaintext(), 2, 1):
+            comp = kit.shift_and_pack(hist, p.bits, per)
+            assert comp.shape[0] == -(-10 // per)
+            sums, cnt = p.unpack_compressed(kit.decrypt_raw(comp), per)
+            np.testing.assert_allclose(sums[:10], want, atol=64 * 2.0**-24)
+            assert list(cnt[:10]) == [int((ids[:, 0] == b).sum()) for b in range(10)]
+        with pytest.raises(ValueError, match="at least 1"):
+            kit.shift_and_pack(hist, p.bits, 0)
+        # a CPU (or mock) kit packs as many as fit, whatever the count
+        assert kit.compress_slots(10, p.bits) == kit.compress_slots(10**6, p.bits) == p.per_plaintext()

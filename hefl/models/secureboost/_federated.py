@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -42,7 +43,7 @@ from typing import Any
 import numpy as np
 
 from hefl.checkpoint import Checkpointer, fingerprint, new_run_id, parse_offer
-from hefl.errors import DataError, ProtocolError
+from hefl.errors import ConfigError, DataError, ProtocolError
 from hefl.he import load_public_kit, public_kit_to_wire
 
 from ._binning import QuantileBinner
@@ -179,8 +180,7 @@ class _FederatedProvider:
             limbs = [p.kit.decrypt_raw(ca) for ca in comps]
             p.timer.add("decrypt", time.perf_counter() - t)
             count = int(nonempty.sum())
-            for c, lb in zip(self.codec.chunks, limbs):
-                need = -(-count // c.packer.per_plaintext())
+            for lb, need in zip(limbs, self.codec.compressed_count(count)):
                 if lb.shape[0] != need:
                     raise ProtocolError(f"{lb.shape[0]} compressed ciphertexts for {count} bins, expected {need}",
                                         peer=link.peer, tag=f"hist-{k}")
@@ -355,6 +355,7 @@ class ActiveParty:
                 mask[rng.choice(d_total, size=n_keep, replace=False)] = True
 
             codec = GHCodec(gh_all[rows], self.kit.plaintext_bits, p.gh_frac_bits)
+            codec.limit_slots(self._compress_slots(rows.size))
             gh_q = np.zeros_like(gh_all)
             gh_q[rows] = codec.quantize(gh_all[rows])
             t = time.perf_counter()
@@ -463,6 +464,33 @@ class ActiveParty:
             got = _unpack_decisions(link.recv(sub, "decisions"), rows.size, nodes.size)
             dec[:, nodes] = got
         return tree.apply_decisions(dec)
+
+
+    def _compress_slots(self, n_rows: int):
+        """``(width_bits, most) -> values per compressed ciphertext`` for a tree of
+        ``n_rows`` rows: the kit's choice for the largest histogram request one passive
+        party will answer (``HEFL_SB_COMPRESS_SLOTS``, a number or ``max``, overrides it)."""
+        forced = os.environ.get("HEFL_SB_COMPRESS_SLOTS", "").strip().lower()
+        if forced:
+            if forced == "max":
+                return lambda bits, most: most
+            try:
+                k = int(forced)
+            except ValueError:
+                raise ConfigError(f"HEFL_SB_COMPRESS_SLOTS must be a positive number or 'max', "
+                                  f"got {forced!r}") from None
+            if k < 1:
+                raise ConfigError(f"HEFL_SB_COMPRESS_SLOTS must be at least 1, got {k}")
+            return lambda bits, most: k
+        p = self.params
+        depth, leaves = int(p.max_depth), int(p.max_leaves)
+        # histograms are built for the smaller child of each split: at most half the
+        # deepest split level's nodes (leaf-wise growth: one node) and half the rows
+        nodes = 2 ** max(0, depth - 2) if p.grow_policy == "depthwise" and depth > 0 else 1
+        if leaves > 0:
+            nodes = min(nodes, max(1, leaves // 2))
+        cells = max((min(nodes * f * b, max(1, n_rows // 2) * f) for f, b in self.passive_shapes), default=1)
+        return lambda bits, most: self.kit.compress_slots(cells, bits)
 
 
 def _unpack_decisions(packed, n_rows: int, n_cols: int) -> np.ndarray:

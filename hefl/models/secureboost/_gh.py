@@ -12,6 +12,7 @@ bits per chunk) reveals only the order of magnitude of the gradients.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,6 +36,7 @@ def _pow2_ceil(v: float) -> float:
 class _Chunk:
     outputs: list[int]
     packer: Packer
+    per: int = 0  # values per compressed ciphertext (0: as many as fit)
 
     @property
     def columns(self) -> list[int]:
@@ -91,7 +93,7 @@ class GHCodec:
                     f"one output's g/h ({self.frac_bits} fractional bits, {n} rows) does not fit "
                     f"a {plaintext_bits}-bit plaintext"
                 )
-            chunk = _Chunk(outputs[:take], packer)
+            chunk = _Chunk(outputs[:take], packer, packer.per_plaintext())
             chunk._k = self.k
             self.chunks.append(chunk)
             outputs = outputs[take:]
@@ -109,14 +111,26 @@ class GHCodec:
         """One (n_rows, n_limbs) plaintext array per chunk."""
         return [c.packer.pack_limbs(gh[:, c.columns], n_limbs) for c in self.chunks]
 
+    def limit_slots(self, slots_for: Callable[[int, int], int]) -> None:
+        """Compress fewer values per ciphertext than fit: ``slots_for(width_bits, most)``
+        gives each chunk's count (clamped to ``1..most``). Where decryption is cheap and
+        each compression step is slow (a GPU), fewer values per ciphertext finish sooner."""
+        for c in self.chunks:
+            most = c.packer.per_plaintext()
+            c.per = max(1, min(most, int(slots_for(c.packer.bits, most))))
+
     def layout(self) -> list[dict]:
         """What a passive party needs for cipher compression: bits and values per plaintext."""
-        return [{"bits": c.packer.bits, "per": c.packer.per_plaintext()} for c in self.chunks]
+        return [{"bits": c.packer.bits, "per": c.per} for c in self.chunks]
+
+    def compressed_count(self, count: int) -> list[int]:
+        """Compressed ciphertexts per chunk for ``count`` histogram cells."""
+        return [-(-count // c.per) for c in self.chunks]
 
     def unpack(self, limbs_per_chunk: list[np.ndarray], count: int) -> np.ndarray:
         """Decrypted compressed plaintexts → (count, 2K) sums in [g | h] layout."""
         out = np.zeros((count, 2 * self.k))
         for c, limbs in zip(self.chunks, limbs_per_chunk):
-            sums, _ = c.packer.unpack_compressed(limbs, c.packer.per_plaintext())
+            sums, _ = c.packer.unpack_compressed(limbs, c.per)
             out[:, c.columns] = sums[:count]
         return out

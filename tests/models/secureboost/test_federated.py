@@ -133,3 +133,33 @@ def test_real_paillier_2048_over_processes():
     real = SecureBoostClassifier(he="paillier", key_size=2048, backend="cpu", **params).fit(X, y)
     mock = SecureBoostClassifier(he="mock", transport="threads", **params).fit(X, y)
     np.testing.assert_allclose(real.predict_proba(X), mock.predict_proba(X), atol=1e-12)
+
+
+def test_fewer_values_per_compressed_ciphertext_give_the_same_model(monkeypatch):
+    # the active party may ask for fewer values per compressed ciphertext than fit (what a
+    # GPU prefers); the passive party packs as told and the trees stay the same
+    from hefl.he.base import AdditiveKit
+
+    X, y = make_data("binary", n=300, d=6, nan=0.1, seed=3)
+    params = dict(n_estimators=2, max_depth=3, max_bin=8, parties=_parties(6), **FAST)
+    seen: list[int] = []
+    real = AdditiveKit.shift_and_pack
+
+    def spy(self, ca, width_bits, per_plaintext):
+        seen.append(per_plaintext)
+        return real(self, ca, width_bits, per_plaintext)
+
+    monkeypatch.setattr(AdditiveKit, "shift_and_pack", spy)
+    ref = SecureBoostClassifier(**params).fit(X, y).predict_proba(X)
+    assert len(set(seen)) == 1 and seen[0] > 2
+    most = seen[0]  # a CPU (here: mock) kit packs as many as fit
+    for forced in ("2", "1", "max"):
+        seen.clear()
+        monkeypatch.setenv("HEFL_SB_COMPRESS_SLOTS", forced)
+        got = SecureBoostClassifier(**params).fit(X, y).predict_proba(X)
+        assert np.array_equal(got, ref)
+        assert set(seen) == {most if forced == "max" else int(forced)}
+    for bad in ("0", "many"):
+        monkeypatch.setenv("HEFL_SB_COMPRESS_SLOTS", bad)
+        with pytest.raises(ConfigError, match="HEFL_SB_COMPRESS_SLOTS"):
+            SecureBoostClassifier(**params).fit(X, y)
