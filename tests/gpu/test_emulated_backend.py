@@ -259,9 +259,8 @@ def test_secureboost_on_the_emulated_gpu_matches_the_cpu(emu_kit):
     # decryption) against the CPU backend: lossless, so the same model
     from sklearn.datasets import make_classification
 
-    from hefl.models.secureboost import SecureBoostClassifier
-
     from hefl.he.base import AdditiveKit
+    from hefl.models.secureboost import SecureBoostClassifier
 
     X, y = make_classification(n_samples=60, n_features=4, random_state=1)
     probs, slots = {}, {}
