@@ -465,7 +465,6 @@ class ActiveParty:
             dec[:, nodes] = got
         return tree.apply_decisions(dec)
 
-
     def _compress_slots(self, n_rows: int):
         """``(width_bits, most) -> values per compressed ciphertext`` for a tree of
         ``n_rows`` rows: the kit's choice for the largest histogram request one passive

@@ -36,7 +36,7 @@ def _pow2_ceil(v: float) -> float:
 class _Chunk:
     outputs: list[int]
     packer: Packer
-    per: int = 0  # values per compressed ciphertext (0: as many as fit)
+    per: int  # values per compressed ciphertext (at most packer.per_plaintext())
 
     @property
     def columns(self) -> list[int]:
