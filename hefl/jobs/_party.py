@@ -337,7 +337,7 @@ class _Party:
         assert train_spec is not None
         id_col = d.id_column or train_spec.id_column
         label = d.label_column if self.role == "active" else None
-        columns = d.columns or self.table.columns
+        columns = self.table.columns  # the model's features, by name, in training order
         ptable = read_table(self.job.resolve(d.path), d.format, d.sep or train_spec.sep, id_col, label, columns)
         n_in = len(ptable)
         use_psi = spec.psi if spec.psi is not None else ("psi" in self.job.step_kinds)

@@ -1022,6 +1022,15 @@ def _check_files(job: Job, problems: _Problems, party: str | None) -> None:
             sep = d.sep or p.data.sep
             f = _check_data_file(job, problems, loc, d.path, d.format, sep,
                                  [("id_column", d.id_column or p.data.id_column), ("label_column", d.label_column)])
+            if d.columns is not None:
+                try:
+                    train_cols = _train_features(job, name)
+                except Exception:  # noqa: BLE001 - the training file's own problem is reported above
+                    train_cols = None
+                if train_cols is not None and sorted(d.columns) != sorted(train_cols):
+                    problems.add(loc + ("columns",),
+                                 f"the model takes the feature(s) it is trained on, read by name "
+                                 f"({_preview(train_cols)}); omit this key")
             if f is not None:
                 _check_columns(job, problems, loc, f, d.format, sep, d.columns or p.data.columns)
                 if d.columns is None and p.data.columns is None and not problems.items:

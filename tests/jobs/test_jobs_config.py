@@ -214,6 +214,15 @@ def test_predict_step_needs_every_data_party(tmp_path, job_doc):
     assert "missing the rows to predict of party 'host'" in text
 
 
+def test_predict_columns_are_the_model_features(tmp_path, job_doc):
+    host = {"path": str(TEST_DATA / "breast_hetero_host.csv")}
+    job_doc["steps"].append({"predict": {"data": {
+        "guest": {"path": str(TEST_DATA / "breast_hetero_guest.csv"), "columns": ["x0", "x1"]},
+        "host": host}}})
+    text = problems(tmp_path, job_doc)
+    assert "predict.data.guest.columns: the model takes the feature(s) it is trained on" in text
+
+
 def test_yaml_syntax_duplicates_and_shape(tmp_path, job_doc):
     assert "not valid YAML" in problems(tmp_path, "parties: [a\n")
     assert "key 'seed' given twice" in problems(tmp_path, "seed: 1\nseed: 2\n")

@@ -68,6 +68,27 @@ def test_embedded_run_with_predict_step(tmp_path, job_doc):
     assert "step train: done" in log and "[host]" in log
 
 
+def test_predict_reads_the_model_features_by_name(tmp_path, job_doc):
+    # a prediction file whose columns come in another order, and a predict `columns` key in
+    # another order: the model still gets its features as trained (by name)
+    guest = pd.read_csv(TEST_DATA / "breast_hetero_guest.csv")
+    feats = [c for c in guest.columns if c not in ("id", "y")]
+    guest[["y", "id", *feats[::-1]]].to_csv(tmp_path / "guest_shuffled.csv", index=False)
+    job_doc["steps"] = job_doc["steps"][:2]
+    scores = []
+    for path, columns in ((TEST_DATA / "breast_hetero_guest.csv", None),
+                          (tmp_path / "guest_shuffled.csv", feats[::-1])):
+        doc = json.loads(json.dumps(job_doc))
+        doc["output"] = str(tmp_path / f"out{len(scores)}")
+        spec = {"path": str(path), **({"columns": columns} if columns else {})}
+        doc["steps"].append({"predict": {"data": {
+            "guest": spec, "host": {"path": str(TEST_DATA / "breast_hetero_host.csv")}}}})
+        job = load_job(write_yaml(tmp_path / "job.yaml", doc))
+        run_job(job, stream=io.StringIO())
+        scores.append(pd.read_csv(job.output / "guest" / "predictions.csv").sort_values("id"))
+    assert np.array_equal(scores[0]["score"].to_numpy(), scores[1]["score"].to_numpy())
+
+
 @pytest.mark.parametrize("data, label, task, columns", [
     ("vehicle_scale", "y", "multiclass", ["proba_0", "proba_1", "proba_2", "proba_3"]),
     ("motor", "motor_speed", "regression", []),
