@@ -69,7 +69,8 @@ def _load(args: argparse.Namespace, check_files: bool = True):
     from .config import load_job
 
     return load_job(args.job, party=args.party, check_files=check_files,
-                    output=getattr(args, "output", None))
+                    output=getattr(args, "output", None),
+                    curve_secret_key=getattr(args, "curve_secret_key", None) if args.party else None)
 
 
 def _validate(args: argparse.Namespace) -> int:

@@ -478,7 +478,7 @@ class Job:
 
 
 def load_job(path: str | os.PathLike, *, party: str | None = None, check_files: bool = True,
-             output: str | os.PathLike | None = None) -> Job:
+             output: str | os.PathLike | None = None, curve_secret_key: str | os.PathLike | None = None) -> Job:
     """Read and check a job file.
 
     Parameters
@@ -492,6 +492,9 @@ def load_job(path: str | os.PathLike, *, party: str | None = None, check_files: 
         Also open the data and key files (headers, label values).
     output : path, optional
         Overrides the job's ``output`` directory.
+    curve_secret_key : path, optional
+        ``party``'s CurveZMQ secret key file (``--curve-secret-key``), checked instead of the
+        job's ``curve_secret_key``.
 
     Raises
     ------
@@ -520,7 +523,8 @@ def load_job(path: str | os.PathLike, *, party: str | None = None, check_files: 
     base = p.resolve().parent
     job = Job(config=config, path=p.resolve(), base_dir=base, output=Path(), task=None, lines=lines)
     job.output = Path(output).resolve() if output is not None else job.resolve(config.output)
-    check_job(job, problems, party=party, check_files=check_files)
+    check_job(job, problems, party=party, check_files=check_files,
+              curve_secret_key=None if curve_secret_key is None else os.fspath(curve_secret_key))
     if problems.items:
         raise JobConfigError(source, problems.items)
     return job
@@ -595,7 +599,8 @@ def _check_address(problems: _Problems, loc: Loc, value: str, bind: bool = False
     return m.group("host"), port
 
 
-def check_job(job: Job, problems: _Problems, *, party: str | None = None, check_files: bool = True) -> None:
+def check_job(job: Job, problems: _Problems, *, party: str | None = None, check_files: bool = True,
+              curve_secret_key: str | None = None) -> None:
     """Cross-key and file checks (see the module docstring); adds to ``problems``."""
     from hefl.transport import wire
 
@@ -690,6 +695,10 @@ def check_job(job: Job, problems: _Problems, *, party: str | None = None, check_
     for n, p in parties.items():
         if p.curve_secret_key and not p.curve_public_key:
             problems.add(("parties", n, "curve_secret_key"), "curve_secret_key without curve_public_key")
+    if curve_secret_key is not None and not with_pub:
+        problems.add(("parties",), "--curve-secret-key is given, but no party has a curve_public_key: "
+                                   "this job would run without CurveZMQ (list every party's public key "
+                                   "to use it, or drop the option)")
 
     # ---- HE
     he = cfg.he
@@ -779,7 +788,7 @@ def check_job(job: Job, problems: _Problems, *, party: str | None = None, check_
 
     if problems.items or not check_files:
         return
-    _check_files(job, problems, party)
+    _check_files(job, problems, party, curve_secret_key)
 
 
 def _check_tee(cfg: JobConfig, problems: _Problems, arbiters: list[str], train: Any) -> None:
@@ -987,7 +996,7 @@ def _train_features(job: Job, name: str) -> list[str] | None:
     return [c for c in cols if c not in (d.id_column, d.label_column)]
 
 
-def _check_files(job: Job, problems: _Problems, party: str | None) -> None:
+def _check_files(job: Job, problems: _Problems, party: str | None, curve_secret_key: str | None = None) -> None:
     cfg = job.config
     mine = [party] if party is not None else list(cfg.parties)
     _check_output(job, problems, mine)
@@ -1056,7 +1065,10 @@ def _check_files(job: Job, problems: _Problems, party: str | None) -> None:
                 _check_key_file(problems, ("parties", name, "curve_public_key"), job.resolve(p.curve_public_key),
                                 load_public_key, f"copy {name}'s public key here; hefl keygen writes it")
         p = cfg.parties[party]
-        if not p.curve_secret_key:
+        if curve_secret_key is not None:  # --curve-secret-key: relative to where hefl runs
+            _check_key_file(problems, (), Path(curve_secret_key).resolve(), load_secret_key,
+                            f"--curve-secret-key; hefl keygen --out DIR --name {party} writes it")
+        elif not p.curve_secret_key:
             problems.add(("parties", party), "missing 'curve_secret_key': this party's secret key file "
                                              "(or pass --curve-secret-key)")
         else:

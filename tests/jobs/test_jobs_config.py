@@ -59,6 +59,22 @@ def test_two_hosts_config_with_keys(tmp_path):
     load_job(cfg, party="host")
     with pytest.raises(JobConfigError, match=r"parties\.guest\.curve_secret_key: no such key file"):
         load_job(cfg, party="guest")
+    # --curve-secret-key replaces the job's path (a key kept elsewhere on this host)
+    write_keypair(tmp_path / "elsewhere", "guest2")
+    job = load_job(cfg, party="guest", curve_secret_key=tmp_path / "elsewhere" / "guest2.key_secret")
+    assert job.curve_enabled()
+    with pytest.raises(JobConfigError, match=r"no such key file: .*nothing\.key_secret \(--curve-secret-key"):
+        load_job(cfg, party="guest", curve_secret_key=tmp_path / "nothing.key_secret")
+
+
+def test_curve_secret_key_option_needs_curve_keys_in_the_job(tmp_path, job_doc):
+    from hefl.transport.curve import write_keypair
+
+    write_keypair(tmp_path / "k", "guest")
+    job_doc["parties"]["guest"]["address"] = "tcp://127.0.0.1:7301"
+    job_doc["parties"]["host"]["address"] = "tcp://127.0.0.1:7302"
+    text = problems(tmp_path, job_doc, party="guest", curve_secret_key=tmp_path / "k" / "guest.key_secret")
+    assert "--curve-secret-key is given, but no party has a curve_public_key" in text
 
 
 # ----------------------------------------------------------------------------- errors
