@@ -9,8 +9,9 @@ Every party runs the command at the same time with its own data::
     hefl psi --party shop --csv shop.csv --id-column cid \\
         --listen tcp://0.0.0.0:7002 --peer bank=tcp://bank.example:7001 --out shop_aligned.csv
 
-Each gets its own rows of the shared IDs, in the same order on every party. The ID
-column is read as text (leading zeros and values such as ``NA`` are kept as written).
+Each gets its own rows of the shared IDs, in the same order on every party. Every
+column is read and written as text (leading zeros, long numbers and values such as ``NA``
+are kept as written).
 With ``--curve-secret-key`` and one ``--curve-public-key NAME=FILE`` per peer the link is
 CurveZMQ-encrypted and only those peers are accepted (keys from ``hefl keygen``).
 """
@@ -21,6 +22,7 @@ import argparse
 import logging
 import sys
 import time
+from pathlib import Path
 
 from hefl.errors import HeflError
 
@@ -43,7 +45,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="private set intersection: align this party's CSV with its peers'",
         description="Run one party of an ECDH private set intersection. Every party runs this "
         "at the same time; each writes its rows of the IDs all parties share, in one order "
-        "that is the same on every party. Only the intersection and the set sizes are revealed.",
+        "that is the same on every party. Each party learns the intersection and the set sizes; "
+        "with three or more parties the leader also learns how many IDs each group of parties "
+        "shares.",
     )
     p.add_argument("--party", required=True, help="this party's name")
     p.add_argument("--csv", required=True, metavar="FILE", help="this party's data (CSV)")
@@ -53,7 +57,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--peer", action="append", type=_pair, default=[], metavar="NAME=ADDR",
                    help="a peer and its address, e.g. shop=tcp://10.0.0.2:7002 (repeat per peer)")
     p.add_argument("--out", required=True, metavar="FILE", help="where to write the aligned CSV")
-    p.add_argument("--sep", default=",", help="CSV field separator (default ',')")
+    p.add_argument("--sep", default=",", help="CSV field separator, one character (default ','; "
+                   "a tab: --sep $'\\t')")
     p.add_argument("--duplicates", choices=("raise", "drop"), default="raise",
                    help="repeated IDs: fail (default) or keep the first occurrence")
     p.add_argument("--leader", default=None,
@@ -86,6 +91,8 @@ def _psi(args: argparse.Namespace) -> int:
     from hefl.errors import ConfigError, DataError
     from hefl.federation import PartyContext
     from hefl.psi import intersect
+    from hefl.psi._ecdh import MAX_BATCH
+    from hefl.psi._engine import resolve_n_jobs
     from hefl.psi._ids import prepare_ids
 
     peers = dict(args.peer)
@@ -101,18 +108,31 @@ def _psi(args: argparse.Namespace) -> int:
     if keys and set(keys) != set(peers):
         raise ConfigError(f"--curve-public-key needed for exactly the peers {sorted(peers)}, got {sorted(keys)}")
 
-    frame = pd.read_csv(args.csv, sep=args.sep, dtype={args.id_column: str})
+    # what can be checked here is, before any peer waits
+    if len(args.sep) != 1:
+        raise ConfigError(f"--sep must be one character, got {args.sep!r}")
+    if not 1 <= args.batch_size <= MAX_BATCH:
+        raise ConfigError(f"--batch-size must be in [1, {MAX_BATCH}], got {args.batch_size}")
+    resolve_n_jobs(args.n_jobs)
+    if args.leader is not None and args.leader != args.party and args.leader not in peers:
+        raise ConfigError(f"--leader {args.leader!r} is neither this party nor a --peer")
+    out_dir = Path(args.out).resolve().parent
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"--out {args.out}: {out_dir} is not a directory")
+
+    # Every column as written: no NaN guessing ("NA", "null" are values too), no number
+    # parsing (leading zeros, 17-digit account numbers): this command only selects rows.
+    frame = pd.read_csv(args.csv, sep=args.sep, dtype=str, keep_default_na=False, na_values=[])
     if args.id_column not in frame.columns:
         raise DataError(f"ID column {args.id_column!r} not in {args.csv} (columns: {list(frame.columns)[:20]})")
-    # The IDs again as written: no NaN guessing ("NA", "null" are IDs too), no int parsing.
-    raw = pd.read_csv(args.csv, sep=args.sep, usecols=[args.id_column], dtype=str,
-                      keep_default_na=False, na_values=[])[args.id_column]
+    raw = frame[args.id_column]
+    if isinstance(raw, pd.DataFrame):
+        raise DataError(f"{args.csv} has {raw.shape[1]} columns named {args.id_column!r}")
     empty = (raw == "").to_numpy().nonzero()[0]
     if empty.size:
         raise DataError(f"empty ID in {args.csv} at data row {int(empty[0]) + 1} "
                         f"({empty.size} empty in all)")
-    frame[args.id_column] = raw.to_numpy()
-    prepare_ids(raw.tolist(), args.duplicates)  # bad data fails here, before any peer waits
+    prepare_ids(raw.tolist(), args.duplicates)
 
     addresses = {args.party: args.listen, **peers}
     t0 = time.perf_counter()

@@ -57,7 +57,9 @@ def test_registered() -> None:
 
 def test_three_parties_write_aligned_csvs(tmp_path: Path) -> None:
     data = {
-        "bank": pd.DataFrame({"customer_id": ["007", "NA", "c3", "c4", "c5"], "income": [1, 2, 3, 4, 5]}),
+        "bank": pd.DataFrame({"customer_id": ["007", "NA", "c3", "c4", "c5"], "income": [1, 2, 3, 4, 5],
+                              "zip": ["01234", "null", "", "7", "00042"],
+                              "acct": ["12345678901234567", "1", "2", "3", "9007199254740993"]}),
         "shop": pd.DataFrame({"cid": ["c5", "c4", "007", "NA", "zz"], "spend": [0.5, 0.4, 0.7, 0.9, 0.1]}),
         "telco": pd.DataFrame({"msisdn": ["NA", "c5", "007", "c9"], "calls": [10, 20, 30, 40]}),
     }
@@ -83,6 +85,10 @@ def test_three_parties_write_aligned_csvs(tmp_path: Path) -> None:
     assert ids["bank"] == ids["shop"] == ids["telco"]
     bank = aligned["bank"].set_index("customer_id")["income"].to_dict()
     assert bank == {"007": 1, "NA": 2, "c5": 5}
+    # the other columns come out exactly as written too (only rows are selected)
+    text = (tmp_path / "bank_aligned.csv").read_text().splitlines()
+    assert text[0] == "customer_id,income,zip,acct"
+    assert sorted(text[1:]) == ["007,1,01234,12345678901234567", "NA,2,null,1", "c5,5,00042,9007199254740993"]
 
 
 def test_errors_are_reported_not_raised(tmp_path: Path) -> None:
@@ -104,6 +110,11 @@ def test_errors_are_reported_not_raised(tmp_path: Path) -> None:
 @pytest.mark.parametrize("extra, match", [
     (["--peer", "a=tcp://127.0.0.1:9"], "itself"),
     (["--curve-secret-key", "k"], "go together"),
+    # checked before waiting for any peer (the peer here never comes up)
+    (["--sep", "\\t"], "--sep must be one character"),
+    (["--batch-size", "0"], "--batch-size must be in"),
+    (["--n-jobs", "0"], "n_jobs must be a non-zero integer"),
+    (["--leader", "nobody"], "--leader 'nobody' is neither this party nor a --peer"),
 ])
 def test_bad_options(tmp_path: Path, extra: list[str], match: str) -> None:
     (tmp_path / "a.csv").write_text("id\n1\n")
