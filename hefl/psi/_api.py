@@ -155,5 +155,8 @@ def align_dataframe(
     """
     if id_column not in frame.columns:
         raise DataError(f"ID column {id_column!r} not in the frame (columns: {list(frame.columns)[:20]})")
-    rows = intersect(ctx, frame[id_column], **kwargs)
+    ids = frame[id_column]
+    if getattr(ids, "ndim", 1) != 1:  # repeated column labels select a DataFrame
+        raise DataError(f"the frame has {ids.shape[1]} columns named {id_column!r}; the ID column must be one")
+    rows = intersect(ctx, ids, **kwargs)
     return frame.iloc[rows].reset_index(drop=True)

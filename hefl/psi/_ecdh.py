@@ -322,9 +322,13 @@ class _Ring:
             order = np.argsort(key, kind="stable")
             sk = key[order]
             if sk.size > 1 and (sk[1:] == sk[:-1]).any():
+                # set o's full values come from its last hop, party o-1 (its own IDs are
+                # distinct): name that sender, or, where the leader made them itself, the
+                # party that sent it their previous hop
+                last = (o - 1) % n
                 raise ProtocolError(
                     f"repeated fully blinded values in the set of party {self.parties[o]!r}",
-                    peer=self.parties[o] if o != L else sender_L,
+                    peer=self.parties[last] if last != L else self.pred,
                     tag=f"f{o}-*",
                 )
             keys.append(sk)

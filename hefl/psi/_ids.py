@@ -28,7 +28,20 @@ def _to_strings(ids: Iterable[Any]) -> list[str]:
         raise DataError(
             f"ids must be a sequence of IDs, not a single {type(ids).__name__} ({_short(ids)})"
         )
+    if isinstance(ids, (pd.DataFrame, dict, set, frozenset)) or getattr(ids, "ndim", 1) != 1:
+        # a DataFrame iterates over its column labels, a set or dict has no order
+        what = type(ids).__name__
+        shape = getattr(ids, "shape", None)
+        raise DataError(f"ids must be one-dimensional (one list, array or Series of IDs), not a {what}"
+                        + (f" of shape {shape}" if shape is not None else "")
+                        + (" (pick the ID column: frame['id'], not frame[['id']])"
+                           if isinstance(ids, pd.DataFrame) else ""))
     if isinstance(ids, (pd.Series, pd.Index)):
+        na = np.asarray(pd.isna(ids), dtype=bool)
+        if na.any():  # pd.NA, NaN, NaT, None: before a nullable dtype turns them into floats
+            i = int(np.flatnonzero(na)[0])
+            v = ids.iloc[i] if isinstance(ids, pd.Series) else ids[i]
+            raise DataError(f"missing ID ({_short(v)}) at position {i} ({int(na.sum())} missing in all)")
         values: Any = ids.to_numpy()
     else:
         values = ids
@@ -54,7 +67,7 @@ def _to_strings(ids: Iterable[Any]) -> list[str]:
             out.append(str(v))
         elif isinstance(v, Integral) and not isinstance(v, (bool, np.bool_)):
             out.append(str(int(v)))
-        elif v is None or (isinstance(v, float) and math.isnan(v)):
+        elif v is None or v is pd.NA or v is pd.NaT or (isinstance(v, float) and math.isnan(v)):
             raise DataError(f"missing ID ({_short(v)}) at position {i}")
         else:
             raise DataError(

@@ -53,6 +53,13 @@ def test_numpy_unicode_and_object_arrays() -> None:
         (b"abc", "single bytes"),
         ([b"raw"], "bytes"),
         (np.zeros((2, 2), dtype=np.int64), "one-dimensional"),
+        # a DataFrame iterates over its column labels: never taken for IDs
+        (pd.DataFrame({"cid": ["u1", "u2"]}), r"not a DataFrame of shape \(2, 1\) \(pick the ID column"),
+        ({"u1", "u2"}, "not a set"),
+        # missing values of pandas' nullable dtypes are named as missing
+        (pd.Series([1, None, 3], dtype="Int64"), r"missing ID \(<NA>\) at position 1 \(1 missing"),
+        (pd.Series(["a", None], dtype="string"), "missing ID .* at position 1"),
+        (pd.Index(["a", None]), "missing ID .* at position 1"),
     ],
 )
 def test_refused(given: object, match: str) -> None:

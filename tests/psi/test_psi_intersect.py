@@ -143,6 +143,10 @@ def test_align_dataframe() -> None:
     with pytest.raises(DataError, match="ID column"):
         run_threads({"a": lambda ctx: psi.align_dataframe(ctx, fa, "nope"),
                      "b": lambda ctx: psi.align_dataframe(ctx, fb, "cid")})
+    twice = pd.DataFrame([["u1", "u9", 1]], columns=["cid", "cid", "x"])  # labels repeated
+    with pytest.raises(DataError, match="2 columns named 'cid'"):
+        run_threads({"a": lambda ctx: psi.align_dataframe(ctx, twice, "cid"),
+                     "b": lambda ctx: psi.align_dataframe(ctx, fb, "cid")})
 
 
 def test_two_sessions_and_a_subset_of_peers() -> None:
@@ -298,3 +302,26 @@ def test_processes_over_zeromq_with_worker_pool() -> None:
         for (n, ids), nj in zip(sets.items(), (1, 2, 1))
     }
     check(sets, run_local(fns, timeout=120.0))
+
+
+def test_repeated_full_values_blame_the_party_that_sent_them() -> None:
+    # with three parties the leader (a) gets set c's fully blinded values from b, c's last
+    # hop: when b sends repeated values, the error names b, not c
+    ids = [f"u{i}" for i in range(10)]
+
+    def b(ctx: Any) -> Any:
+        ch = ctx.channel
+        send = ch.send
+
+        def corrupt(peer: str, tag: str, obj: Any) -> None:
+            if tag == "psi/f2-0":
+                obj = obj.copy()
+                obj[1] = obj[0]
+            send(peer, tag, obj)
+
+        ch.send = corrupt
+        return psi.intersect(ctx, ids)
+
+    with pytest.raises(ProtocolError, match=r"repeated fully blinded values in the set of party 'c'") as info:
+        run_threads({"a": lambda ctx: psi.intersect(ctx, ids), "b": b, "c": lambda ctx: psi.intersect(ctx, ids)})
+    assert info.value.peer == "b"
