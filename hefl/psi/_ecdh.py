@@ -18,9 +18,11 @@ Protocol (parties ``P0 … P(n-1)`` sorted by name, ring successor ``P(j+1 mod n
    through ``P(L-1)``, which undoes ``τ``. Each party undoes ``σ_o`` and returns the
    positions of the shared IDs in its input, in the common order.
 
-Everything streams in batches (``hop h`` of batch ``b`` runs at step ``b + 2h``), so at
-most a few batches of 32-byte points are in flight per party, and all parties are busy at
-the same time; each ID costs one X25519 multiplication per party (``n`` per ID overall).
+Everything streams in batches (``hop h`` of batch ``b`` runs at step ``b + 2h``), and a
+party sends batch ``b`` of a set only once its successor has taken batch ``b - 8``, so at
+most a few batches of 32-byte points are in flight per party, whatever the set sizes and
+speeds, and all parties are busy at the same time; each ID costs one X25519
+multiplication per party (``n`` per ID overall).
 
 Who learns what (semi-honest parties, no collusion):
 
@@ -57,10 +59,15 @@ __all__ = ["PROTOCOL_VERSION", "ecdh_psi", "random_permutation"]
 
 log = logging.getLogger("hefl.psi")
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: ring batches are acknowledged (a window of WINDOW in flight)
 FULL_BYTES = 16  # kept bytes of a fully blinded value: 128 bits, no collisions in practice
 MAX_BATCH = 1 << 20
 LAG = 2  # steps between a hop and the next hop of the same batch: slack against jitter
+# Batches of one set a party may send ahead of what its successor has taken: it waits for
+# the successor's acknowledgement of batch b - WINDOW before sending batch b. Without it a
+# party whose inputs run out (its predecessor's set is small) sends its whole set at once.
+# More than LAG, so that no ring of waits can close (each wait is on a party further behind).
+WINDOW = 4 * LAG
 _P_BYTES = (2**255 - 19).to_bytes(32, "little")
 
 
@@ -260,6 +267,8 @@ class _Ring:
                             f"malformed point (not a canonical X25519 value) at row {int(np.argmax(bad))}",
                             peer=self.pred, tag=tag,
                         )
+                    if b + WINDOW < self.nb[o]:  # the sender waits for it before batch b + WINDOW
+                        self.ctx.send(self.pred, f"a{o}-{b}", b)
                     jobs.append(("mult", arr.tobytes()))
                 work.append((h, o, b))
             try:
@@ -275,6 +284,10 @@ class _Ring:
             for (h, o, b), res in zip(work, results):
                 pts = np.frombuffer(res, dtype=np.uint8).reshape(-1, POINT_BYTES)
                 if h < last_hop:
+                    if b >= WINDOW:
+                        tag = f"a{o}-{b - WINDOW}"
+                        if self.recv(self.succ, tag) != b - WINDOW:
+                            raise ProtocolError("malformed acknowledgement", peer=self.succ, tag=tag)
                     self.ctx.send(self.succ, f"r{o}-{b}", pts)
                     continue
                 full = np.ascontiguousarray(pts[:, :FULL_BYTES])

@@ -325,3 +325,30 @@ def test_repeated_full_values_blame_the_party_that_sent_them() -> None:
     with pytest.raises(ProtocolError, match=r"repeated fully blinded values in the set of party 'c'") as info:
         run_threads({"a": lambda ctx: psi.intersect(ctx, ids), "b": b, "c": lambda ctx: psi.intersect(ctx, ids)})
     assert info.value.peer == "b"
+
+
+def test_a_fast_party_cannot_flood_a_slow_one() -> None:
+    # a's set is large, b's small: once b's only batch has passed, a has nothing left to
+    # wait for and would send its whole set at once; the ring's window holds it back
+    import time
+
+    from hefl.psi._ecdh import WINDOW
+
+    peak: list[int] = []
+
+    def b(ctx: Any) -> Any:
+        chan = ctx.channel
+        state, recv = chan._state["a"], chan.recv
+
+        def slow_recv(peer: str, tag: str, timeout: float | None = None) -> Any:
+            peak.append(len(state.buffered))
+            time.sleep(0.002)  # a slower machine
+            return recv(peer, tag, timeout)
+
+        chan.recv = slow_recv
+        return psi.intersect(ctx, ["u1", "u2", "zz"], batch_size=5)
+
+    out = run_threads({"a": lambda ctx: psi.intersect(ctx, [f"u{i}" for i in range(1000)], batch_size=5),
+                       "b": b})
+    assert len(out["a"]) == len(out["b"]) == 2
+    assert WINDOW == 8 and max(peak) <= 12, max(peak)  # not ~190 of a's 200 batches
