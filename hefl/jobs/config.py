@@ -361,14 +361,27 @@ def _yaml_error(source: str, exc: BaseException) -> JobConfigError:
     return JobConfigError(source, [("", f"not valid YAML: cannot build a value ({type(exc).__name__}: {exc})")])
 
 
+class _Loader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that also reads YAML 1.2 floats: ``1e-3`` and ``1.0e20`` are
+    numbers (YAML 1.1, PyYAML's default, wants a dot and a signed exponent and reads
+    them as text, which the strict schema then refuses)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
 def _compose(text: str, source: str) -> tuple[Any, dict[Loc, int]]:
     """Parse YAML, rejecting duplicate keys; ``(data, {path: line})``.
 
-    Only plain YAML values are built (``yaml.safe_load``: no Python tags, nothing executed);
+    Only plain YAML values are built (a ``yaml.SafeLoader``: no Python tags, nothing executed);
     every way the parser can fail becomes a :class:`JobConfigError` with the line.
     """
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = yaml.compose(text, Loader=_Loader)
     except (yaml.YAMLError, RecursionError) as exc:
         raise _yaml_error(source, exc) from None
     if node is None:
@@ -402,7 +415,7 @@ def _compose(text: str, source: str) -> tuple[Any, dict[Loc, int]]:
     if dups:
         raise JobConfigError(source, sorted(dups, key=lambda d: int(d[0].split(":")[0])))
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader (subclass)
     except (yaml.YAMLError, RecursionError, ValueError, TypeError, IndexError, KeyError, OverflowError,
             AttributeError) as exc:
         raise _yaml_error(source, exc) from None

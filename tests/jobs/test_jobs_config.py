@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 from jobhelpers import REPO, TEST_DATA, write_yaml
 
 from hefl.cli import main
@@ -237,6 +238,17 @@ def test_predict_columns_are_the_model_features(tmp_path, job_doc):
         "host": host}}})
     text = problems(tmp_path, job_doc)
     assert "predict.data.guest.columns: the model takes the feature(s) it is trained on" in text
+
+
+def test_exponent_numbers_are_numbers(tmp_path, job_doc):
+    # YAML 1.2 floats (PyYAML's YAML 1.1 reads 1e-2 as text); quoted text stays text
+    job_doc["steps"][1]["train"]["params"].update(learning_rate="LR", reg_lambda="RL")
+    text = yaml.safe_dump(job_doc, sort_keys=False).replace("LR", "1e-2").replace("RL", "2.5E+1")
+    (tmp_path / "job.yaml").write_text(text)
+    job = load_job(tmp_path / "job.yaml")
+    assert job.train.params == {"n_estimators": 3, "max_depth": 2, "learning_rate": 0.01, "reg_lambda": 25.0}
+    text = text.replace("learning_rate: 1e-2", "learning_rate: '1e-2'")
+    assert "learning_rate: Input should be a valid number" in problems(tmp_path, text)
 
 
 def test_yaml_syntax_duplicates_and_shape(tmp_path, job_doc):
