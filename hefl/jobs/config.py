@@ -526,6 +526,12 @@ def load_job(path: str | os.PathLike, *, party: str | None = None, check_files: 
     if not isinstance(data, dict):
         what = type(data).__name__
         raise JobConfigError(source, [("", f"a job file is a mapping (parties:, steps: …), not a {what}")])
+    steps = data.get("steps")
+    for item in steps if isinstance(steps, list) else []:
+        if isinstance(item, dict) and len(item) == 1:
+            ((kind, value),) = item.items()
+            if kind in STEP_KINDS and value is None:
+                item[kind] = {}  # "- psi:" (nothing after the colon) means "- psi: {}"
     problems = _Problems(lines)
     try:
         config = JobConfig.model_validate(data)
@@ -629,6 +635,10 @@ def check_job(job: Job, problems: _Problems, *, party: str | None = None, check_
             wire.validate_name(name)
         except ValueError as exc:
             problems.add(("parties", name), str(exc))
+            continue
+        if not name.strip("."):  # a party's outputs go to OUTPUT/<name>/
+            problems.add(("parties", name), f"party name {name!r} is a directory name of its own "
+                                            "(., ..); name the party with a letter or digit")
     if not parties:
         problems.add(("parties",), "no parties: name at least an active and a passive party")
     actives = [n for n, p in parties.items() if p.role == "active"]
@@ -983,6 +993,9 @@ def _check_ids(job: Job, problems: _Problems, loc: Loc, f: Path, fmt: str, sep: 
     except Exception as exc:  # noqa: BLE001 - any reader failure is a problem with the file
         problems.add(loc + ("path",), f"cannot read {f}: {type(exc).__name__}: {exc}")
         return
+    if len(ids) == 0:
+        problems.add(loc + ("path",), f"{f.name} has no rows (only a header)")
+        return
     rows = empty.to_numpy().nonzero()[0]
     if rows.size:
         problems.add(loc + ("id_column",), f"empty ID in column {id_column!r} of {f.name} at data row "
@@ -1026,10 +1039,13 @@ def _check_files(job: Job, problems: _Problems, party: str | None, curve_secret_
             f = _check_data_file(job, problems, loc, d.path, d.format, d.sep,
                                  [("id_column", d.id_column), ("label_column", d.label_column)])
             if f is not None:
+                # each party's file is checked on its own: one party's problem does not
+                # hide another's (the checks of one file build on each other)
+                before = len(problems.items)
                 _check_columns(job, problems, loc, f, d.format, d.sep, d.columns)
-                if not problems.items:
+                if len(problems.items) == before:
                     _check_ids(job, problems, loc, f, d.format, d.sep, d.id_column, psi_fix)
-                if p.role == "active" and d.label_column and not problems.items:
+                if p.role == "active" and d.label_column and len(problems.items) == before:
                     _resolve_task(job, problems, f, d)
     # prediction files
     pr = job.step("predict")
@@ -1054,8 +1070,9 @@ def _check_files(job: Job, problems: _Problems, party: str | None, curve_secret_
                                  f"the model takes the feature(s) it is trained on, read by name "
                                  f"({_preview(train_cols)}); omit this key")
             if f is not None:
+                before = len(problems.items)
                 _check_columns(job, problems, loc, f, d.format, sep, d.columns or p.data.columns)
-                if d.columns is None and p.data.columns is None and not problems.items:
+                if d.columns is None and p.data.columns is None and len(problems.items) == before:
                     # the model takes the training file's features: the prediction file needs them all
                     train_cols = _train_features(job, name) or []
                     have = read_columns(f, d.format, sep)
@@ -1063,7 +1080,7 @@ def _check_files(job: Job, problems: _Problems, party: str | None, curve_secret_
                     if missing:
                         problems.add(loc + ("path",), f"{f.name} lacks the feature column(s) {missing[:10]} the model "
                                                       f"is trained on (from {job.resolve(p.data.path).name})")
-                if not problems.items:
+                if len(problems.items) == before:
                     uses_psi = pr.psi if pr.psi is not None else psi is not None
                     fix = None
                     if uses_psi and (psi is None or psi.duplicates == "raise"):

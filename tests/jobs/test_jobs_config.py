@@ -318,3 +318,33 @@ def test_parquet_data(tmp_path, job_doc):
     np.testing.assert_array_equal(a.X, b.X)
     job_doc["parties"]["guest"]["data"]["columns"] = ["x0", "nope"]
     assert "no column(s) ['nope'] in guest.parquet" in problems(tmp_path, job_doc)
+
+
+def test_file_problems_of_every_party_at_once(tmp_path, job_doc):
+    # duplicate IDs in both files: both are named (one party's problem hid the other's)
+    for party in ("guest", "host"):
+        src = TEST_DATA / f"breast_hetero_{party}.csv"
+        lines = src.read_text().splitlines()
+        (tmp_path / f"{party}.csv").write_text("\n".join(lines + [lines[1]]) + "\n")
+        job_doc["parties"][party]["data"]["path"] = str(tmp_path / f"{party}.csv")
+    text = problems(tmp_path, job_doc)
+    assert "parties.guest.data.id_column: ID '133' appears more than once in guest.csv" in text
+    assert "parties.host.data.id_column: ID '133' appears more than once in host.csv" in text
+
+
+def test_header_only_file_and_empty_step_and_dot_names(tmp_path, job_doc):
+    guest = TEST_DATA / "breast_hetero_guest.csv"
+    (tmp_path / "g.csv").write_text(guest.read_text().splitlines()[0] + "\n")
+    doc = copy.deepcopy(job_doc)
+    doc["parties"]["guest"]["data"]["path"] = str(tmp_path / "g.csv")
+    text = problems(tmp_path, doc)
+    assert "g.csv has no rows (only a header)" in text and "single value" not in text
+    # "- psi:" with nothing after the colon is an empty psi step
+    text = yaml.safe_dump(job_doc, sort_keys=False).replace("- psi: {}", "- psi:")
+    assert "- psi:\n" in text
+    (tmp_path / "job.yaml").write_text(text)
+    assert load_job(tmp_path / "job.yaml").step("psi") is not None
+    # a party named ".." would write its outputs above OUTPUT/
+    doc = copy.deepcopy(job_doc)
+    doc["parties"][".."] = doc["parties"].pop("host")
+    assert "party name '..' is a directory name of its own" in problems(tmp_path, doc)
