@@ -209,9 +209,12 @@ class _Party:
                 if counts.min() >= 2:
                     strat = self.y
             n_test = int(np.ceil(ev.test_size * n))
-            if n_test < 1 or n - n_test < 2:
+            k = 1 if strat is None else int(np.unique(strat).size)
+            if n_test < k or n - n_test < max(2, k):
                 raise DataError(f"evaluate.test_size {ev.test_size} leaves {n - n_test} training and "
-                                f"{n_test} test rows out of {n}")
+                                f"{n_test} test rows out of {n}"
+                                + (f" (drawn stratified: each needs a row of each of the {k} classes)"
+                                   if k > 1 else ""))
             tr, te = train_test_split(idx, test_size=ev.test_size, random_state=self.job.config.seed,
                                       stratify=strat)
             self.train_rows, self.test_rows = np.sort(tr), np.sort(te)

@@ -16,6 +16,7 @@ Relative paths in the job are relative to the directory of the YAML file.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import typing
@@ -415,7 +416,7 @@ def _compose(text: str, source: str) -> tuple[Any, dict[Loc, int]]:
     if dups:
         raise JobConfigError(source, sorted(dups, key=lambda d: int(d[0].split(":")[0])))
     try:
-        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader (subclass)
+        data = yaml.load(text, Loader=_Loader)  # a SafeLoader subclass: plain values only
     except (yaml.YAMLError, RecursionError, ValueError, TypeError, IndexError, KeyError, OverflowError,
             AttributeError) as exc:
         raise _yaml_error(source, exc) from None
@@ -738,6 +739,14 @@ def check_job(job: Job, problems: _Problems, *, party: str | None = None, check_
                                          "he.allow_insecure: true to allow it (tests only)")
     if he.n_jobs is not None and he.n_jobs < 1:
         problems.add(("he", "n_jobs"), f"n_jobs must be ≥ 1 (or omitted for all cores), got {he.n_jobs}")
+    if he.scheme == "paillier" and he.key_size % 2:
+        problems.add(("he", "key_size"), f"a Paillier key_size must be even (two primes of equal size), "
+                                         f"got {he.key_size}")
+    if he.scheme == "ou" and he.key_size < 1024:
+        problems.add(("he", "key_size"), f"an OU key needs at least 1024 bits, got {he.key_size}")
+    if train is not None and train.model == "hetero_lr" and he.scheme == "ckks" and len(passives) > 1:
+        problems.add(("he", "scheme"), f"hetero_lr on ckks supports one passive party, this job has "
+                                       f"{len(passives)} ({', '.join(passives)}); use paillier")
 
     # ---- steps
     kinds = [s.kind if _one_kind(s) else None for s in cfg.steps]
@@ -779,7 +788,15 @@ def check_job(job: Job, problems: _Problems, *, party: str | None = None, check_
                                              f"(allowed: {', '.join(cls.model_fields)})")
                 else:
                     _pydantic_problem(problems, err)
+    if train is not None and "train" in first and train.model == "secureboost":
+        tp = train.params
+        loc_p: Loc = ("steps", first["train"], "train", "params")
+        if tp.get("max_depth") == 0 and not tp.get("max_leaves"):
+            problems.add(loc_p + ("max_depth",), "max_depth: 0 (unlimited) needs max_leaves > 0")
     psi_step = job.step("psi") if "psi" in first else None
+    if psi_step is not None and psi_step.n_jobs == 0:
+        problems.add(("steps", first["psi"], "psi", "n_jobs"),
+                     "n_jobs must be a number of processes ≥ 1, or -1 for one per core; got 0")
     if psi_step is not None and psi_step.leader is not None and psi_step.leader not in job_data_parties(cfg):
         problems.add(("steps", first["psi"], "psi", "leader"),
                      f"leader {psi_step.leader!r} is not a party holding data ({', '.join(job_data_parties(cfg))})")
@@ -1178,3 +1195,19 @@ def _resolve_task(job: Job, problems: _Problems, f: Path, d: DataSpec) -> None:
                 problems.add(("steps", j, "evaluate", "metrics"),
                              f"metric {m!r} does not apply to a {task} task "
                              f"(for {task}: {', '.join(k for k, v in METRICS.items() if task in v)})")
+    bs = train.params.get("base_score") if train.model == "secureboost" else None
+    if task == "binary" and isinstance(bs, (int, float)) and not 0.0 < bs < 1.0:
+        problems.add(("steps", i, "train", "params", "base_score"),
+                     f"base_score of a binary task is a probability in (0, 1), got {bs}")
+    if ev is not None and ev.test_size > 0:
+        # the held-out rows are drawn stratified by class: each class needs a test row
+        j = job.step_kinds.index("evaluate")
+        n = len(labels)
+        n_test = math.ceil(ev.test_size * n)
+        classes = n_uniq if task in ("binary", "multiclass") and ev.stratify else 1
+        if n_test < max(1, classes) or n - n_test < max(2, classes):
+            problems.add(("steps", j, "evaluate", "test_size"),
+                         f"test_size {ev.test_size} of {n} rows holds out {n_test} row(s) and leaves "
+                         f"{n - n_test} for training; "
+                         + (f"drawn stratified, each side needs a row of each of the {classes} classes"
+                            if classes > 1 else "that needs at least 1 test and 2 training rows"))

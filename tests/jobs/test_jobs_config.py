@@ -348,3 +348,26 @@ def test_header_only_file_and_empty_step_and_dot_names(tmp_path, job_doc):
     doc = copy.deepcopy(job_doc)
     doc["parties"][".."] = doc["parties"].pop("host")
     assert "party name '..' is a directory name of its own" in problems(tmp_path, doc)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda d: d["steps"][0]["psi"].update(n_jobs=0), "psi.n_jobs: n_jobs must be a number of processes"),
+    (lambda d: d["he"].update(scheme="paillier", key_size=2049), "he.key_size: a Paillier key_size must be even"),
+    (lambda d: d["steps"][1]["train"]["params"].update(base_score=1.5),
+     "params.base_score: base_score of a binary task is a probability in (0, 1), got 1.5"),
+    (lambda d: d["steps"][1]["train"]["params"].update(max_depth=0),
+     "params.max_depth: max_depth: 0 (unlimited) needs max_leaves > 0"),
+    (lambda d: d["steps"][2]["evaluate"].update(test_size=0.001),
+     "evaluate.test_size: test_size 0.001 of 569 rows holds out 1 row(s)"),
+])
+def test_settings_a_run_would_refuse_are_refused_by_validation(tmp_path, job_doc, change, message):
+    # each of these passed validation and failed only inside a party process
+    change(job_doc)
+    assert message in problems(tmp_path, job_doc)
+
+
+def test_hetero_lr_on_ckks_takes_one_passive_party(tmp_path, job_doc):
+    job_doc["parties"]["host2"] = copy.deepcopy(job_doc["parties"]["host"])
+    job_doc["he"] = {"scheme": "ckks"}
+    job_doc["steps"][1] = {"train": {"model": "hetero_lr"}}
+    assert "hetero_lr on ckks supports one passive party, this job has 2" in problems(tmp_path, job_doc)
