@@ -42,10 +42,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    fmt = "%(asctime)s %(name)s %(levelname)s %(message)s"
     logging.basicConfig(
         level=logging.DEBUG if args.verbose > 1 else logging.INFO if args.verbose else logging.WARNING,
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+        format=fmt,
     )
+    if args.verbose < 2:  # tracebacks of logged errors only with -vv (they are in party.log)
+        from hefl.jobs._progress import BriefFormatter
+
+        for h in logging.getLogger().handlers:
+            if isinstance(h, logging.StreamHandler) and getattr(h, "stream", None) in (sys.stderr, sys.stdout):
+                h.setFormatter(BriefFormatter(fmt))
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

@@ -220,6 +220,20 @@ class Display:
             self.bars.clear()
 
 
+class BriefFormatter(logging.Formatter):
+    """A console formatter without tracebacks: a record's traceback goes to the party's
+    ``party.log`` (and to the console with ``hefl -vv``), not in front of the one-line
+    error the user acts on."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        saved = record.exc_info, record.exc_text, record.stack_info
+        record.exc_info = record.exc_text = record.stack_info = None
+        try:
+            return super().format(record)
+        finally:
+            record.exc_info, record.exc_text, record.stack_info = saved
+
+
 class PipeLogHandler(logging.Handler):
     """In an embedded party process: console log records go to the launcher's display
     (which prints them above the progress bars) instead of straight to the terminal."""
@@ -228,7 +242,9 @@ class PipeLogHandler(logging.Handler):
         super().__init__(level)
         self.party = party
         self.send = send
-        self.setFormatter(logging.Formatter(f"%(asctime)s [{party}] %(name)s %(levelname)s %(message)s"))
+        brief = level == logging.NOTSET or level > logging.DEBUG  # hefl -vv: tracebacks too
+        self.setFormatter((BriefFormatter if brief else logging.Formatter)(
+            f"%(asctime)s [{party}] %(name)s %(levelname)s %(message)s"))
 
     def emit(self, record: logging.LogRecord) -> None:
         try:

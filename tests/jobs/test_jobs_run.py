@@ -144,8 +144,13 @@ def test_a_failed_party_stops_the_run(tmp_path, job_doc):
     assert "party 'host' failed in step 'train': DataError" in proc.stderr
     assert "the active party has 569 aligned rows, this party 500" in proc.stderr
     assert "host's log:" in proc.stderr
+    assert "Traceback" not in proc.stderr  # the traceback is for party.log (and hefl -vv)
     assert wait_no_pids(str(path)) == []
-    assert "DataError" in (tmp_path / "out" / "host" / "party.log").read_text()
+    log = (tmp_path / "out" / "host" / "party.log").read_text()
+    assert "DataError" in log and "Traceback (most recent call last)" in log
+    proc = subprocess.run([*HEFL, "-vv", "run", "-q", str(path)], capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert proc.returncode == 1 and "Traceback (most recent call last)" in proc.stderr
 
 
 def test_run_job_raises_party_failed(tmp_path, job_doc):
