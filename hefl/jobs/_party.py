@@ -98,7 +98,10 @@ def run_party(job: Job, name: str, ctx: Any, reporter: Reporter | None = None, *
         log.info("job %s (%s): party %s, role %s, pid %d%s", job.name, job.path, name,
                  job.parties[name].role, os.getpid(), " — resuming" if resume else "")
         try:
-            return party.run()
+            started = time.time()
+            result = party.run()
+            _remove_stale_outputs(out, started)
+            return result
         except BaseException as exc:
             if isinstance(exc, TransportError):  # a lost or silent peer: its traceback says nothing more
                 log.error("step %s stopped: %s: %s", party.step, type(exc).__name__, exc)
@@ -110,6 +113,21 @@ def run_party(job: Job, name: str, ctx: Any, reporter: Reporter | None = None, *
             except (AttributeError, TypeError):
                 pass
             raise
+
+
+def _remove_stale_outputs(out: Path, started: float) -> None:
+    """After a successful run: remove the outputs of an earlier run that this one did not
+    write again (a predictions.csv next to a newer model). A failed run leaves them all."""
+    from .config import OUTPUT_FILES
+
+    for fname in OUTPUT_FILES:
+        f = out / fname
+        try:
+            if f.is_file() and f.stat().st_mtime < started - 2.0:  # coarse file-system clocks
+                f.unlink()
+                log.info("removed %s of an earlier run (this run did not write it)", fname)
+        except OSError as exc:
+            log.warning("could not remove %s of an earlier run: %s", f, exc)
 
 
 class _Party:

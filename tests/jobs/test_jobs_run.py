@@ -153,6 +153,31 @@ def test_a_failed_party_stops_the_run(tmp_path, job_doc):
     assert proc.returncode == 1 and "Traceback (most recent call last)" in proc.stderr
 
 
+def test_outputs_of_an_earlier_run_do_not_outlive_a_successful_one(tmp_path, job_doc):
+    import os
+
+    job = load_job(write_yaml(tmp_path / "job.yaml", job_doc))
+    stale = job.output / "guest" / "predictions.csv"  # an earlier run's, with a predict step
+    stale.parent.mkdir(parents=True)
+    stale.write_text("id,score\n1,0.5\n")
+    os.utime(stale, (1e9, 1e9))
+    mine = job.output / "guest" / "notes.txt"  # not a hefl output: never touched
+    mine.write_text("keep")
+    os.utime(mine, (1e9, 1e9))
+    bad = tmp_path / "guest_text.csv"
+    frame = pd.read_csv(TEST_DATA / "breast_hetero_guest.csv")
+    frame["x3"] = "abc"
+    frame.to_csv(bad, index=False)
+    failing = json.loads(json.dumps(job_doc))
+    failing["parties"]["guest"]["data"]["path"] = str(bad)
+    with pytest.raises(PartyFailed):
+        run_job(load_job(write_yaml(tmp_path / "failing.yaml", failing)), progress=False)
+    assert stale.exists()  # a failed run leaves the earlier outputs
+    run_job(job, progress=False)
+    assert not stale.exists() and mine.read_text() == "keep"
+    assert (job.output / "guest" / "model.json").exists()
+
+
 def test_run_job_raises_party_failed(tmp_path, job_doc):
     bad = tmp_path / "guest_text.csv"
     frame = pd.read_csv(TEST_DATA / "breast_hetero_guest.csv")
