@@ -32,9 +32,10 @@ __all__ = ["PublicKit", "SecretKit", "CipherArray", "AdditiveKit", "concatenate"
 
 log = logging.getLogger(__name__)
 
-#: Largest public modulus accepted from a peer, in bits (8x the secure minimum): a bigger one
-#: buys no security and only makes the receiver do huge arithmetic.
-MAX_KEY_BITS = 16384
+#: Largest public modulus accepted from a peer, in bits (4x the secure minimum): a bigger one
+#: buys no security and only makes the receiver do huge arithmetic (its encryption tables
+#: grow with the key size times the peer-given exponent length, also bounded).
+MAX_KEY_BITS = 8192
 _HEX_RE = re.compile(rf"[0-9a-fA-F]{{1,{2 * MAX_KEY_BITS // 4}}}\Z")  # up to a residue mod n²
 
 
@@ -244,7 +245,10 @@ class CipherArray:
     def __sub__(self, other) -> CipherArray:
         if isinstance(other, CipherArray):
             return self + (-other)
-        return self + (-np.asarray(other))
+        plain = np.asarray(other)
+        if plain.dtype.kind in "biu":  # numpy negation wraps unsigned and int64 minimum values
+            plain = plain.astype(object)
+        return self + (-plain)
 
     def __rsub__(self, other) -> CipherArray:
         return (-self) + other
@@ -256,8 +260,16 @@ class CipherArray:
         if plain.dtype.kind in "biu" or (plain.dtype == object and all(isinstance(v, int) for v in plain.ravel())):
             ints = plain.astype(object)
             fb = 0
+            big = self.kit.encoder.max_int
+            if plain.dtype == object and ints.size and max(abs(int(v)) for v in ints.ravel()) > big:
+                # k and k mod (the plaintext modulus) are the same multiplier: refuse, not wrap
+                raise EncodingOverflowError(f"an integer multiplier exceeds the plaintext range (|k| ≤ {big:.4g})")
         elif plain.dtype.kind == "f":
-            fb = self.kit.mul_frac_bits
+            # mul_frac_bits, plus what keeps the smallest non-zero factor's leading digits
+            # (a learning rate of 1e-7 would otherwise round to 0)
+            nz = np.abs(plain[np.isfinite(plain) & (plain != 0)])
+            extra = max(0, -int(np.floor(np.log2(nz.min())))) if nz.size else 0
+            fb = self.kit.mul_frac_bits + extra
             ints = np.asarray(FixedPointEncoder(self.kit.n).encode_signed(plain, fb), dtype=object).reshape(plain.shape)
         else:
             return NotImplemented
@@ -277,6 +289,8 @@ class CipherArray:
         if axis is None:
             total = self.kit._sum(self._flat())
             return self._new(np.asarray([total], dtype=self._flat().dtype), ())
+        if not -self.ndim <= axis < self.ndim:
+            raise np.exceptions.AxisError(axis, self.ndim)
         axis = axis % self.ndim
         moved = np.moveaxis(np.arange(self.size).reshape(self.shape), axis, -1)
         rest = moved.shape[:-1]
@@ -323,6 +337,13 @@ def concatenate(arrays, axis: int = 0) -> CipherArray:
     fb = max(a.frac_bits for a in arrays)
     for a in arrays[1:]:
         first.kit.check_same(a.kit)
+        if a.ndim != first.ndim:
+            raise ValueError(f"cannot concatenate cipher arrays of {first.ndim} and {a.ndim} dimensions")
+    if first.ndim == 0:
+        raise ValueError("cannot concatenate 0-d cipher arrays")
+    if not -first.ndim <= axis < first.ndim:
+        raise np.exceptions.AxisError(axis, first.ndim)
+    axis %= first.ndim  # of the cipher arrays: the stored data has the limbs after them
     arrays = [a.rescale(fb) for a in arrays]
     data = np.concatenate([a.data for a in arrays], axis=axis)
     shape = data.shape[: data.ndim - len(first.kit.item_shape)]
@@ -434,12 +455,15 @@ class AdditiveKit(PublicKit):
         ids = np.asarray(bucket_ids)
         if ids.ndim == 0:
             raise ValueError("bucket ids must be an (N,) or (N, F) array")
-        ids2 = ids.reshape(ids.shape[0], math.prod(ids.shape[1:])).astype(np.int32)
+        if ids.size and ids.dtype.kind not in "iu":
+            raise ValueError(f"bucket ids must be integers, got dtype {ids.dtype}")
+        ids2 = ids.reshape(ids.shape[0], math.prod(ids.shape[1:]))
         if ids2.shape[0] != n_rows:
             raise ValueError(f"{ids2.shape[0]} bucket ids for {n_rows} ciphertexts")
-        if ids2.size and (ids2.max() >= n_buckets or ids2.min() < -1):
+        # checked before narrowing to int32 (2**32 + 1 would become bucket 1)
+        if ids2.size and (int(ids2.max()) >= n_buckets or int(ids2.min()) < -1):
             raise ValueError(f"bucket ids must be in [-1, {n_buckets}), got [{ids2.min()}, {ids2.max()}]")
-        return ids2
+        return ids2.astype(np.int32)
 
     def _histogram(self, out, one_d: bool, n_feat: int, n_buckets: int, frac_bits: int) -> CipherArray:
         shape = (n_buckets,) if one_d else (n_feat, n_buckets)

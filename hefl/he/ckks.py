@@ -68,6 +68,9 @@ class CKKSArray:
 
     def __mul__(self, other) -> CKKSArray:
         if isinstance(other, CKKSArray):
+            self.kit.check_same(other.kit)
+            if other.shape != self.shape:
+                raise ValueError(f"cannot multiply CKKS arrays of shapes {self.shape} and {other.shape}")
             return CKKSArray(self.kit, [a * b for a, b in zip(self.chunks, other.chunks)], self.shape)
         return CKKSArray(self.kit, [a * p for a, p in zip(self.chunks, self._plain_chunks(other))], self.shape)
 

@@ -156,10 +156,10 @@ class FixedPointEncoder:
             if all(-(2**63) <= s < 2**63 for s in signed):
                 return np.array(signed, dtype=np.int64)
             return np.array(signed, dtype=object)
+        if signed and max(abs(s) for s in signed) < 2**53:  # exact in float64: scale by 2^-f
+            return np.ldexp(np.array(signed, dtype=np.float64), -int(frac_bits))
         scale = 2**frac_bits
-        if signed and max(abs(s) for s in signed) < 2**53:
-            return np.array(signed, dtype=np.float64) / float(scale)
-        return np.array([s / scale for s in signed], dtype=np.float64)
+        return np.array([s / scale for s in signed], dtype=np.float64)  # correctly rounded
 
     def decode_limbs(self, limbs: np.ndarray, frac_bits: int) -> np.ndarray:
         return self.decode_ints(limbs_to_ints(limbs), frac_bits)

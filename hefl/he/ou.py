@@ -17,7 +17,9 @@ travel as *signed residues mod n* (n − |m| for m < 0, exactly what
 :class:`~hefl.he.encoding.FixedPointEncoder` writes) with |m| < 2^(|p| − 2) ≤ p/3; the
 encryption kernel turns n − |m| into the exponent |m| on the ``G⁻¹`` table, and
 decryption maps m mod p back to the same signed residue.  Sums and products that leave
-±p/3 are caught at decoding (as with Paillier's n/3), never wrapped silently.
+±p/3 by less than the gap to the other side are caught at decoding (as with Paillier's
+n/3); integer multipliers above the bound are refused; a result that overshoots by more
+wraps unseen, so keep results well inside the range.
 
 Parameters (HEU / SecretFlow's choice, security level λ by key size k): k = 2048 → λ = 112,
 |t| = 224, |p| = 683, |q| = 682, |r| = 224; k = 3072 → λ = 128, |t| = |r| = 256;
@@ -157,10 +159,10 @@ class OUPublicKit(LimbKit):
                 raise InvalidCiphertextError(f"invalid OU public key: {name} must be in Z*_n and not 1")
         if abs(3 * p_bits - bits) > 6:
             raise InvalidCiphertextError(f"invalid OU public key: p_bits {p_bits} does not fit a {bits}-bit n = p²q")
-        if not 2 * security_bits(bits) <= r_bits <= bits:
-            raise InvalidCiphertextError(
-                f"r_bits {r_bits} outside [{2 * security_bits(bits)}, {bits}] for a {bits}-bit key"
-            )
+        # r of 2λ bits is what the scheme needs; more only grows the receiver's tables
+        lo = 2 * security_bits(bits)
+        if not lo <= r_bits <= lo + 64:
+            raise InvalidCiphertextError(f"r_bits {r_bits} outside [{lo}, {lo + 64}] for a {bits}-bit key")
         return cls(n, G, H, p_bits=p_bits, r_bits=r_bits, backend=backend, n_jobs=n_jobs)
 
     # -- obfuscators (H^r) -------------------------------------------------------------

@@ -111,9 +111,10 @@ class PaillierPublicKit(LimbKit):
             raise InvalidCiphertextError("invalid Paillier public key: hs is outside [1, n²)")
         if gmpy2.gcd(hs, n) != 1:
             raise InvalidCiphertextError("invalid Paillier public key: hs shares a factor with n (not in Z*_{n²})")
-        if not bits // 2 <= ab <= bits:
-            raise InvalidCiphertextError(f"invalid Paillier public key: alpha_bits {ab} outside [n_bits/2, n_bits]"
-                                         f" = [{bits // 2}, {bits}]")
+        # α of about n/2 bits is what DJN needs; more only grows the receiver's tables
+        if not bits // 2 <= ab <= (bits + 1) // 2 + 64:
+            raise InvalidCiphertextError(f"invalid Paillier public key: alpha_bits {ab} outside "
+                                         f"[n_bits/2, n_bits/2 + 64] = [{bits // 2}, {(bits + 1) // 2 + 64}]")
         return cls(n, hs, alpha_bits=ab, backend=backend, n_jobs=n_jobs)
 
     def to_phe(self):

@@ -116,7 +116,7 @@ def load_public_kit(data: bytes, *, allow_insecure: bool = False, backend: str =
     if raw[:1] == b"{":
         try:
             scheme = json.loads(raw.decode()).get("scheme")
-        except (ValueError, UnicodeDecodeError, AttributeError):
+        except (ValueError, UnicodeDecodeError, AttributeError, RecursionError):
             raise ProtocolError("public kit is not valid JSON") from None
         if scheme == "paillier":
             from .paillier import PaillierPublicKit
