@@ -373,7 +373,13 @@ class ActiveParty:
 
             provider = _FederatedProvider(self, gh_q, codec)
             t = time.perf_counter()
-            res = TreeGrower(grow_params, provider, blocks=blocks, feature_mask=mask).grow(gh_q, rows)
+            # a passive party leaves its masked-out features' histograms empty, and shows its
+            # features at secret shuffled positions: the mask applies to the own block only
+            own_mask = None
+            if mask is not None:
+                own_mask = mask.copy()
+                own_mask[offs[1]:] = True
+            res = TreeGrower(grow_params, provider, blocks=blocks, feature_mask=own_mask).grow(gh_q, rows)
             self.timer.add("split_finding", time.perf_counter() - t - provider.seconds)
             tree = res.tree
             # the active copy knows passive splits only as (party, split_id)

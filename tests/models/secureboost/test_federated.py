@@ -93,6 +93,22 @@ def test_nan_subsample_colsample_lossguide_and_early_stopping():
     assert imp.shape == (8,) and abs(imp.sum() - 1) < 1e-9
 
 
+@pytest.mark.parametrize("subsample", [1.0, 0.6])
+def test_column_sampling_matches_the_plaintext_core(subsample):
+    # columns sampled per tree: the passive party shows its features at shuffled positions,
+    # so the active party must not apply the mask to those positions (it did: a passive
+    # feature was searched only where both masks allowed it, and fits were not reproducible)
+    from sklearn.datasets import make_classification
+
+    X, y = make_classification(n_samples=400, n_features=10, n_informative=6, random_state=0)
+    common = dict(n_estimators=10, max_depth=3, random_state=7, colsample_bytree=0.5, subsample=subsample)
+    fed = [SecureBoostClassifier(**common, parties={"a": [0, 1], "b": list(range(2, 10))}, he="mock",
+                                 transport="threads").fit(X, y) for _ in range(2)]
+    plain = PlainBooster(**common).fit(X, y, feature_blocks=(2, 8))
+    np.testing.assert_allclose(fed[0].decision_function(X), plain.predict_margin(X)[:, 0], atol=1e-6)
+    assert np.array_equal(fed[0].predict_proba(X), fed[1].predict_proba(X))
+
+
 def test_three_parties_and_column_names():
     import pandas as pd
 
