@@ -48,8 +48,8 @@ def resolve_parties(parties: Mapping[str, Sequence] | None, n_features: int,
     Raises
     ------
     ConfigError
-        Unknown column names, indices out of range, a column given to two parties,
-        fewer than two parties, or a non-string party name.
+        Unknown column names, indices out of range, a column given to two parties or to
+        none, fewer than two parties, or a non-string party name.
     """
     if parties is None:
         half = (n_features + 1) // 2
@@ -81,4 +81,9 @@ def resolve_parties(parties: Mapping[str, Sequence] | None, n_features: int,
             seen[i] = name
             idx.append(i)
         columns[name] = np.asarray(idx, dtype=np.int64)
+    unassigned = [i for i in range(n_features) if i not in seen]
+    if unassigned:  # a column no party holds would be silently left out of the model
+        shown = [str(feature_names[i]) if feature_names is not None else i for i in unassigned]
+        raise ConfigError(f"column(s) {shown[:20]}{' …' if len(shown) > 20 else ''} belong to no party: "
+                          "give every column of X to one party (drop unused columns from X)")
     return PartySpec(names, columns)

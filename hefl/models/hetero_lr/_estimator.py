@@ -95,7 +95,7 @@ class _HeteroLRBase(BaseEstimator):
             allow_insecure=bool(self.allow_insecure), learning_rate=self.learning_rate,
             max_iter=self.max_iter, batch_size=self.batch_size, alpha=self.alpha, penalty=penalty,
             fit_intercept=bool(self.fit_intercept), tol=self.tol, optimizer=self.optimizer,
-            taylor=getattr(self, "taylor", "anchored"), n_jobs=self.n_jobs, backend=self.backend, active=spec.active,
+            taylor=getattr(self, "taylor", "anchored"), n_jobs=None if self.n_jobs == -1 else self.n_jobs, backend=self.backend, active=spec.active,
             passives=tuple(spec.passive), arbiter=arbiter,
             recv_timeout=float(self.timeout),
         ).validate()
@@ -181,7 +181,7 @@ class HeteroLogisticRegression(ClassifierMixin, _HeteroLRBase):
     random_state : int, RandomState or None
         Seeds the batch order (all randomness that affects the weights; masks cancel).
     n_jobs : int, optional
-        Threads per party for the Paillier arithmetic (default: all cores).
+        Threads per party for the Paillier arithmetic (default or -1: all cores).
     backend : {"auto", "cpu", "gpu"}, default="auto"
         Paillier compute backend.
     transport : {"processes", "threads"}, default="processes"

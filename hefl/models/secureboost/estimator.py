@@ -129,6 +129,8 @@ class _SecureBoostBase(BaseEstimator):
         for name in ("max_depth", "max_leaves", "reg_lambda"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        if self.n_jobs is not None and self.n_jobs != -1 and self.n_jobs < 1:
+            raise ConfigError(f"n_jobs must be None or -1 (every core) or a positive integer, got {self.n_jobs!r}")
         if self.early_stopping_rounds is not None and self.early_stopping_rounds < 1:
             raise ConfigError(f"early_stopping_rounds must be None or >= 1, got {self.early_stopping_rounds!r}")
         if self.he not in HE_SCHEMES:
@@ -167,12 +169,16 @@ class _SecureBoostBase(BaseEstimator):
         self._check_params()
         names = getattr(self, "feature_names_in_", None)
         spec = resolve_parties(self.parties, X.shape[1], list(names) if names is not None else None)
+        if "estimator" in spec.names:
+            raise ConfigError("the party name 'estimator' is reserved (save_model writes estimator.json "
+                              "beside <party>.json); name the party otherwise")
         # a passive party with no columns has nothing to contribute
         members = [spec.active] + [p for p in spec.passive if spec.columns[p].size]
         self.parties_ = {p: spec.columns[p].tolist() for p in members}
         params = self._boost_params(objective, n_classes)
         active = spec.active
-        he, key_size, backend, n_jobs = self.he, int(self.key_size), self.backend, self.n_jobs
+        he, key_size, backend = self.he, int(self.key_size), self.backend
+        n_jobs = None if self.n_jobs in (None, -1) else int(self.n_jobs)  # None: every core
         # choosing he="mock" in the façade is the explicit opt-in to plaintext "ciphertexts"
         insecure = bool(self.allow_insecure) or he == "mock"
         Xa = spec.block(X, active)
@@ -245,6 +251,8 @@ class _SecureBoostBase(BaseEstimator):
         meta = {"kind": type(self).__name__, "parties": self.parties_, "params": self.get_params(deep=False),
                 "n_features_in": int(self.n_features_in_),
                 "classes": getattr(self, "classes_", np.array([])).tolist()}
+        if hasattr(self, "feature_names_in_"):  # a loaded model checks a DataFrame's columns too
+            meta["feature_names_in"] = [str(c) for c in self.feature_names_in_]
         atomic_write_text(d / "estimator.json", json.dumps(meta, default=json_default))
 
     @classmethod
@@ -258,6 +266,8 @@ class _SecureBoostBase(BaseEstimator):
         est.parties_ = {k: list(v) for k, v in meta["parties"].items()}
         est.models_ = {name: load_party_model(d / f"{name}.json") for name in est.parties_}
         est.n_features_in_ = meta["n_features_in"]
+        if meta.get("feature_names_in") is not None:
+            est.feature_names_in_ = np.asarray(meta["feature_names_in"], dtype=object)
         if meta.get("classes"):
             est.classes_ = np.asarray(meta["classes"])
         am = est.models_[next(iter(est.parties_))]

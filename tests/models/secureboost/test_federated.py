@@ -101,7 +101,8 @@ def test_column_sampling_matches_the_plaintext_core(subsample):
     from sklearn.datasets import make_classification
 
     X, y = make_classification(n_samples=400, n_features=10, n_informative=6, random_state=0)
-    common = dict(n_estimators=10, max_depth=3, random_state=7, colsample_bytree=0.5, subsample=subsample)
+    common = {"n_estimators": 10, "max_depth": 3, "random_state": 7, "colsample_bytree": 0.5,
+              "subsample": subsample}
     fed = [SecureBoostClassifier(**common, parties={"a": [0, 1], "b": list(range(2, 10))}, he="mock",
                                  transport="threads").fit(X, y) for _ in range(2)]
     plain = PlainBooster(**common).fit(X, y, feature_blocks=(2, 8))
@@ -130,6 +131,34 @@ def test_save_load_predicts_the_same(tmp_path):
     assert files == ["estimator.json", "guest.json", "host.json"]
     back = SecureBoostClassifier.load_model(tmp_path / "m")
     np.testing.assert_array_equal(back.predict_proba(X), clf.predict_proba(X))
+
+
+def test_a_loaded_model_checks_dataframe_columns_as_the_fitted_one(tmp_path):
+    import pandas as pd
+
+    X, y = make_data("binary", n=200, d=6, seed=7)
+    df = pd.DataFrame(X[:, :4], columns=["a", "b", "c", "d"])
+    clf = SecureBoostClassifier(n_estimators=2, max_depth=2, parties={"g": ["a", "b"], "h": ["c", "d"]},
+                                **FAST).fit(df, y)
+    clf.save_model(tmp_path / "m")
+    back = SecureBoostClassifier.load_model(tmp_path / "m")
+    assert list(back.feature_names_in_) == ["a", "b", "c", "d"]
+    np.testing.assert_array_equal(back.predict_proba(df), clf.predict_proba(df))
+    for est in (clf, back):  # reordered columns are refused, not scored as they come
+        with pytest.raises(DataError, match="feature names"):
+            est.predict_proba(df[["d", "c", "b", "a"]])
+
+
+def test_party_columns_names_and_n_jobs_are_checked():
+    X, y = make_data("binary", n=120, d=6, seed=8)
+    with pytest.raises(ConfigError, match=r"column\(s\) \[5\] belong to no party"):
+        SecureBoostClassifier(parties={"a": [0, 1, 2], "b": [3, 4]}, **FAST).fit(X, y)
+    with pytest.raises(ConfigError, match="'estimator' is reserved"):
+        SecureBoostClassifier(parties={"bank": [0, 1, 2], "estimator": [3, 4, 5]}, **FAST).fit(X, y)
+    with pytest.raises(ConfigError, match="n_jobs must be None or -1"):
+        SecureBoostClassifier(n_jobs=0, parties=_parties(6), **FAST).fit(X, y)
+    clf = SecureBoostClassifier(n_estimators=1, max_depth=2, n_jobs=-1, parties=_parties(6), **FAST).fit(X, y)
+    assert clf.predict(X).shape == (120,)
 
 
 def test_bad_input():
