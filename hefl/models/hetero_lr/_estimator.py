@@ -95,7 +95,8 @@ class _HeteroLRBase(BaseEstimator):
             allow_insecure=bool(self.allow_insecure), learning_rate=self.learning_rate,
             max_iter=self.max_iter, batch_size=self.batch_size, alpha=self.alpha, penalty=penalty,
             fit_intercept=bool(self.fit_intercept), tol=self.tol, optimizer=self.optimizer,
-            taylor=getattr(self, "taylor", "anchored"), n_jobs=None if self.n_jobs == -1 else self.n_jobs, backend=self.backend, active=spec.active,
+            taylor=getattr(self, "taylor", "anchored"), n_jobs=None if self.n_jobs == -1 else self.n_jobs,
+            backend=self.backend, active=spec.active,
             passives=tuple(spec.passive), arbiter=arbiter,
             recv_timeout=float(self.timeout),
         ).validate()
