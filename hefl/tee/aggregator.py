@@ -27,6 +27,8 @@ Role code does not change: both sides hand it an ordinary
 from __future__ import annotations
 
 import logging
+import os
+import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -34,7 +36,7 @@ from typing import Any, NoReturn, cast
 
 import numpy as np
 
-from hefl.errors import PolicyError, ProtocolError, TimeoutError, TransportError
+from hefl.errors import DataError, PolicyError, ProtocolError, TimeoutError, TransportError
 from hefl.federation import PartyContext
 
 from .attestation import (
@@ -125,6 +127,9 @@ class _GuardedChannel(_Proxy):
         return out
 
 
+_EPOCH_RE = re.compile(r"(p\d+)/e(\d+)")  # a training round: problem, epoch
+
+
 class TeeAggregator:
     """The attested aggregator: attestation, policies, audit log around a hosted role.
 
@@ -150,7 +155,7 @@ class TeeAggregator:
         self.log = AuditLog(log_path)
         self.grace = float(grace)
         self.policies: dict[str, Policy] = {}
-        self._rounds: dict[str, set[str]] = {}
+        self._rounds: dict[str, dict[str, int]] = {}  # party -> problem or sum -> rounds implied
         self._ctx: PartyContext | None = None
         self._closed = False
 
@@ -252,12 +257,19 @@ class TeeAggregator:
             if op not in pol.allow:
                 self._refuse(p, op, tag, f"its policy allows only {sorted(pol.allow)}")
             if rnd is not None:
-                used = self._rounds.setdefault(p, set())
-                if rnd not in used:
-                    if pol.max_rounds is not None and len(used) >= pol.max_rounds:
+                # rounds counted by what they imply: epoch e of a problem means its epochs
+                # 0..e took place, in this process or in the run it resumes
+                used = self._rounds.setdefault(p, {})
+                m = _EPOCH_RE.fullmatch(rnd)
+                key, count = (m.group(1), int(m.group(2)) + 1) if m else (rnd, 1)
+                had = used.get(key, 0)
+                if count > had:
+                    total = sum(used.values()) - had + count
+                    if pol.max_rounds is not None and total > pol.max_rounds:
                         self._refuse(p, op, tag, f"round {rnd} would exceed its limit of "
-                                                 f"{pol.max_rounds} round(s)")
-                    used.add(rnd)
+                                                 f"{pol.max_rounds} round(s) ({total} with the rounds "
+                                                 "before it)")
+                    used[key] = count
 
     def _refuse(self, party: str, op: str, tag: str, reason: str) -> NoReturn:
         me = self._ctx.self_name if self._ctx else "aggregator"
@@ -438,13 +450,20 @@ def masked_sum_share(ctx: PartyContext, vector: np.ndarray, parties: Sequence[st
     """
     me = ctx.self_name
     v = np.asarray(vector, dtype=np.float64)
+    # the sum of every party's values must stay inside the signed 64-bit fixed point
+    limit = 2.0 ** (63 - frac_bits) / max(1, len(parties))
+    bad = np.flatnonzero(~(np.abs(v) < limit))  # NaN and ±inf too
+    if bad.size:
+        raise DataError(f"secure_sum {name!r}: value {v.ravel()[bad[0]]!r} at position {int(bad[0])} "
+                        f"({bad.size} in all) is not finite or not below {limit:.4g} in magnitude "
+                        f"({frac_bits} fractional bits, {len(parties)} parties)")
     share = np.round(v * float(1 << frac_bits)).astype(np.int64).view(np.uint64)
     others = [p for p in parties if p != me]
-    rng = np.random.default_rng()
     for p in others:
         tag = f"tee/mask/{name}/{min(me, p)}-{max(me, p)}"
         if me < p:
-            m = rng.integers(0, np.iinfo(np.uint64).max, size=v.shape, dtype=np.uint64, endpoint=True)
+            # masks from the OS CSPRNG (uniform over 2^64: the sum mod 2^64 hides each value)
+            m = np.frombuffer(os.urandom(8 * max(1, v.size)), dtype=np.uint64)[: v.size].reshape(v.shape)
             ctx.send(p, tag, m)
             share = share + m
         else:

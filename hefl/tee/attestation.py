@@ -34,6 +34,7 @@ each time it is created.
 from __future__ import annotations
 
 import hashlib
+import importlib.machinery
 import json
 import logging
 import os
@@ -69,8 +70,12 @@ log = logging.getLogger(__name__)
 QUOTE_VERSION = 1
 DEFAULT_MAX_AGE = 300.0
 NONCE_BYTES = 32
-#: The packages whose source makes up the aggregator's code measurement.
-MEASURED_PACKAGES = ("hefl/tee", "hefl/models/hetero_lr", "hefl/he", "hefl/federation", "hefl/transport")
+#: The packages whose code makes up the aggregator's code measurement: all of hefl (the
+#: aggregator process loads the job runner, checkpoints, the HE kits' native extensions …).
+MEASURED_PACKAGES = ("hefl",)
+#: What counts as code in them: Python sources, native extensions (they do the secret-key
+#: arithmetic), CUDA sources. Bytecode caches are checked instead (see :func:`measure`).
+_CODE_SUFFIXES = (".py", ".cu", ".cuh", *importlib.machinery.EXTENSION_SUFFIXES)
 
 
 class AttestationError(ProtocolError):
@@ -94,23 +99,50 @@ def measure(config: Mapping[str, Any], *, root: str | os.PathLike | None = None,
     root : path, optional
         The directory holding ``hefl/`` (default: this installation's).
     packages : iterable of str
-        Package directories (relative to ``root``) whose ``*.py`` files are measured.
+        Package directories (relative to ``root``) whose code files (Python sources, native
+        extensions, CUDA sources) are measured.
 
     Returns
     -------
     str
-        64 hex digits. Everyone running the same hefl source with the same config gets
-        the same value, so a data party can compute the value to allow from its own
-        reviewed copy (``hefl tee measure JOB.yaml``).
+        64 hex digits. Everyone running the same hefl build with the same config gets the
+        same value, so a data party can compute the value to allow from its own reviewed
+        copy (``hefl tee measure JOB.yaml``); the native extensions count, so every host
+        needs the same build (one wheel).
+
+    Raises
+    ------
+    AttestationError
+        A bytecode cache that Python would load without checking it against its source
+        (an unchecked hash-based ``.pyc``): the measured source would not be what runs.
     """
     base = Path(root) if root is not None else Path(__file__).resolve().parents[2]
-    h = hashlib.sha256(b"hefl-tee-measurement-v1\0")
+    h = hashlib.sha256(b"hefl-tee-measurement-v2\0")
     for pkg in sorted(packages):
-        for f in sorted((base / pkg).rglob("*.py")):
+        files = [f for f in (base / pkg).rglob("*") if f.is_file() and "__pycache__" not in f.parts
+                 and f.name.endswith(_CODE_SUFFIXES)]
+        for f in sorted(files):
             rel = f.relative_to(base).as_posix()
             h.update(rel.encode() + b"\0" + hashlib.sha256(f.read_bytes()).digest())
+        _check_bytecode(base / pkg)
     h.update(b"config\0" + canonical_json(dict(config)))
     return h.hexdigest()
+
+
+def _check_bytecode(pkg: Path) -> None:
+    """Refuse unchecked hash-based bytecode caches under ``pkg`` (PEP 552): Python runs
+    them without looking at the source, so a measured source could hide other code.
+    (Timestamp caches are checked against the source's time and size, as Python does;
+    an aggregator image should hold no bytecode it was not built with.)"""
+    for pyc in pkg.rglob("__pycache__/*.pyc"):
+        try:
+            with open(pyc, "rb") as fh:
+                header = fh.read(8)
+        except OSError:
+            continue
+        if len(header) == 8 and int.from_bytes(header[4:8], "little") & 0b11 == 0b01:
+            raise AttestationError(f"{pyc} is an unchecked hash-based bytecode cache: Python would run it "
+                                   "without its measured source; remove it (or the __pycache__ folder)")
 
 
 @dataclass(frozen=True)

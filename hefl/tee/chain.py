@@ -107,7 +107,8 @@ class AuditLog:
     Parameters
     ----------
     path : path
-        The file (created; an existing file is replaced — one log per run).
+        The file (created). One log per run: an existing non-empty one (a run that is being
+        resumed) is kept, renamed ``<stem>.1<suffix>`` (or the next free number).
     signing_key : bytes, optional
         32-byte Ed25519 private key of the log (fresh when ``None``); its public key is
         :attr:`public_key` and should be bound in the aggregator's quote.
@@ -121,7 +122,14 @@ class AuditLog:
         self._lock = threading.Lock()
         self._seq = 0
         self._head = GENESIS
-        self._f = open(self.path, "w", encoding="ascii")  # noqa: SIM115 - kept open for appends
+        self.previous: Path | None = None  # where an earlier run's log at ``path`` was moved
+        if self.path.exists() and self.path.stat().st_size:
+            k = 1
+            while (old := self.path.with_name(f"{self.path.stem}.{k}{self.path.suffix}")).exists():
+                k += 1
+            os.replace(self.path, old)
+            self.previous = old
+        self._f = open(self.path, "x", encoding="ascii")  # noqa: SIM115 - kept open for appends
 
     @property
     def public_key(self) -> str:
@@ -184,7 +192,7 @@ class AuditVerification:
 
 
 def verify_log(path: str | os.PathLike, *, heads: list[dict] | None = None,
-               require_close: bool = True) -> AuditVerification:
+               require_close: bool = True, log_key: str | None = None) -> AuditVerification:
     """Check an audit log's chain, signatures and (optionally) heads parties received.
 
     Parameters
@@ -194,6 +202,10 @@ def verify_log(path: str | os.PathLike, *, heads: list[dict] | None = None,
         ``{"seq": n, "hash": h}`` heads a party received; each must match the file.
     require_close : bool
         A log without its final ``audit.close`` entry fails (truncation).
+    log_key : str, optional
+        The log key the aggregator's quote attested (hex; a party's ``tee_heads.json`` has
+        it as ``claims.log_key``). Without it the signatures only show that the log agrees
+        with the key its first entry names: whoever rewrites a log can sign it anew.
 
     Returns
     -------
@@ -244,6 +256,9 @@ def verify_log(path: str | os.PathLike, *, heads: list[dict] | None = None,
             except ValueError:
                 return fail(i, "malformed log key")
             res.log_key = e["outputs"]["log_key"]
+            if log_key is not None and res.log_key != log_key:
+                return fail(i, "the log key is not the one the aggregator's quote attested "
+                               "(the log was re-signed)")
         try:
             assert pub is not None
             sig = base64.b64decode(e["sig"], validate=True)
@@ -259,6 +274,8 @@ def verify_log(path: str | os.PathLike, *, heads: list[dict] | None = None,
         return res
     res.closed = res.entries[-1]["op"] == "audit.close"
     for hd in heads or []:
+        if not isinstance(hd, dict):
+            return fail(len(res.entries), f"a received head is not a {{seq, hash}} object: {str(hd)[:60]}")
         n, hsh = hd.get("seq"), hd.get("hash")
         if not isinstance(n, int) or n < 1 or n > len(res.entries):
             return fail(len(res.entries), f"a received head names {n!r} entries, the log has "

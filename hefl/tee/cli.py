@@ -23,6 +23,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     v.add_argument("log", metavar="LOG", help="the audit log (JSON lines)")
     v.add_argument("--heads", action="append", default=[], metavar="FILE",
                    help="a party's tee_heads.json: every head it received must match the log (repeatable)")
+    v.add_argument("--log-key", metavar="HEX",
+                   help="the log key the aggregator's quote attested (default: the claims.log_key of "
+                        "the --heads files); without one the signatures only show that the log "
+                        "agrees with the key it names itself")
     v.add_argument("--allow-open", action="store_true",
                    help="accept a log without its closing entry (a run still going or killed)")
     v.add_argument("-q", "--quiet", action="store_true", help="print only the verdict")
@@ -44,15 +48,26 @@ def _verify(args: argparse.Namespace) -> int:
     from .chain import verify_log
 
     heads: list[dict] = []
+    keys: set[str] = {args.log_key} if args.log_key else set()
     for f in args.heads:
         try:
             with open(f, encoding="utf-8") as fh:
                 doc = json.load(fh)
-            heads += list(doc["heads"] if isinstance(doc, dict) else doc)
+            got = list(doc["heads"] if isinstance(doc, dict) else doc)
+            if not all(isinstance(h, dict) for h in got):
+                raise ValueError("'heads' must be a list of {seq, hash} objects")
+            claims = doc.get("claims") if isinstance(doc, dict) else None
+            if isinstance(claims, dict) and isinstance(claims.get("log_key"), str) and not args.log_key:
+                keys.add(claims["log_key"])
+            heads += got
         except (OSError, ValueError, KeyError, TypeError) as exc:
             print(f"cannot read heads from {f}: {exc}", file=sys.stderr)
             return 2
-    res = verify_log(args.log, heads=heads, require_close=not args.allow_open)
+    if len(keys) > 1:
+        print(f"FAILED: {args.log}: the heads files attest different log keys", file=sys.stderr)
+        return 1
+    key = next(iter(keys), None)
+    res = verify_log(args.log, heads=heads, require_close=not args.allow_open, log_key=key)
     if not args.quiet:
         print(f"{'seq':>5}  {'time':<27} {'who':<14} {'op':<18} {'dir':<4} {'outcome':<8} detail")
         for e in res.entries:
@@ -65,7 +80,10 @@ def _verify(args: argparse.Namespace) -> int:
     if res.ok:
         print(f"OK: {len(res.entries)} entries, chain and signatures verify"
               f"{'' if res.closed else ' (log not closed)'}; head {res.head['hash']}"
-              + (f"; {len(heads)} received head(s) match" if heads else ""))
+              + (f"; {len(heads)} received head(s) match" if heads else "")
+              + ("; signed by the attested log key" if key else
+                 "; note: no attested log key given (--heads or --log-key), so this shows only "
+                 "that the log agrees with the key it names"))
         return 0
     print(f"FAILED: {args.log}: {res.error}")
     return 1

@@ -198,3 +198,30 @@ def test_classify_tags():
     assert classify("train/pubkey") == ("lr.setup", None)
     assert classify("train/tee/sum/r0/in") == ("secure_sum", "sum:r0")
     assert classify("train/p0/e0/b0/raw_features")[0] == "unknown"
+
+
+def test_round_limit_counts_the_rounds_before_a_resumed_epoch(tmp_path):
+    # a resumed run starts at a later epoch in a fresh aggregator process: epoch e of a
+    # problem implies its epochs 0..e, so max_rounds holds across --resume
+    agg = TeeAggregator(SimulatedProvider(), MEAS, ["host"], tmp_path / "a.jsonl", grace=0)
+    agg.policies = {"host": Policy.of(OPERATIONS, max_rounds=3)}
+    agg._authorize("lr.open_gradient", "p0/e1", ["host"], "train/p0/e1/b0/g")  # 2 rounds so far
+    agg._authorize("lr.open_gradient", "p0/e2", ["host"], "train/p0/e2/b0/g")  # 3
+    with pytest.raises(PolicyError, match=r"round p0/e3 would exceed its limit of 3 round\(s\) \(4 with"):
+        agg._authorize("lr.open_gradient", "p0/e3", ["host"], "train/p0/e3/b0/g")
+    fresh = TeeAggregator(SimulatedProvider(), MEAS, ["host"], tmp_path / "b.jsonl", grace=0)
+    fresh.policies = {"host": Policy.of(OPERATIONS, max_rounds=3)}
+    with pytest.raises(PolicyError, match="round p0/e3 would exceed"):
+        fresh._authorize("lr.open_gradient", "p0/e3", ["host"], "train/p0/e3/b0/g")
+
+
+def test_secure_sum_refuses_values_it_cannot_add_exactly():
+    from types import SimpleNamespace
+
+    from hefl.errors import DataError
+    from hefl.tee.aggregator import masked_sum_share
+
+    me = SimpleNamespace(self_name="a")
+    for bad in ([3e9, 1.0], [float("nan")], [float("inf")]):
+        with pytest.raises(DataError, match="is not finite or not below"):
+            masked_sum_share(me, np.array(bad), ["a", "b"], "r0")

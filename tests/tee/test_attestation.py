@@ -105,3 +105,32 @@ def test_malformed_quotes_are_rejected(provider, meas):
     claims["provider"] = "sgx-nonexistent"
     with pytest.raises(AttestationError, match="unknown attestation provider"):
         _check(Quote(canonical_json(claims), b"x"), provider, meas, bytes.fromhex(claims["nonce"]))
+
+
+def test_measurement_covers_native_extensions_and_refuses_unchecked_bytecode(tmp_path):
+    import importlib.machinery
+    import importlib.util
+
+    from hefl.tee.attestation import measure as measure_code
+
+    pkg = tmp_path / "pkg"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "a.py").write_text("x = 1\n")
+    ext = pkg / f"_fast{importlib.machinery.EXTENSION_SUFFIXES[0]}"
+    ext.write_bytes(b"\x7fELF one")
+    (pkg / "notes.txt").write_text("not code")
+    m1 = measure_code({}, root=tmp_path, packages=["pkg"])
+    (pkg / "notes.txt").write_text("still not code")
+    assert measure_code({}, root=tmp_path, packages=["pkg"]) == m1
+    ext.write_bytes(b"\x7fELF two")  # the secret-key arithmetic lives in extensions
+    assert measure_code({}, root=tmp_path, packages=["pkg"]) != m1
+    (pkg / "sub" / "k.cu").write_text("// kernel")
+    assert measure_code({}, root=tmp_path, packages=["pkg"]) != m1
+    # an unchecked hash-based .pyc runs without its (measured) source
+    (pkg / "__pycache__").mkdir()
+    magic = importlib.util.MAGIC_NUMBER
+    (pkg / "__pycache__" / "a.cpython-311.pyc").write_bytes(magic + (1).to_bytes(4, "little") + b"\0" * 8)
+    with pytest.raises(AttestationError, match="unchecked hash-based bytecode cache"):
+        measure_code({}, root=tmp_path, packages=["pkg"])
+    (pkg / "__pycache__" / "a.cpython-311.pyc").write_bytes(magic + (3).to_bytes(4, "little") + b"\0" * 8)
+    measure_code({}, root=tmp_path, packages=["pkg"])  # a checked one is fine

@@ -150,3 +150,33 @@ def test_every_single_alphanumeric_flip_is_detected(logfile):
         b[i] = ord("0") if c != ord("0") else ord("1")
         logfile.write_bytes(bytes(b))
         assert not verify_log(logfile).ok, f"flip at byte {i} ({chr(c)!r}) not detected"
+
+
+def test_an_earlier_runs_log_is_kept_not_truncated(logfile):
+    before = logfile.read_bytes()
+    with AuditLog(logfile) as log:  # a resumed run writes its own log at the same path
+        log.append(who="arbiter", op="audit.open", outputs={"log_key": log.public_key})
+        assert log.previous == logfile.with_name("audit.1.jsonl")
+    assert logfile.with_name("audit.1.jsonl").read_bytes() == before
+    with AuditLog(logfile) as log:
+        assert log.previous == logfile.with_name("audit.2.jsonl")
+
+
+def test_a_re_signed_log_fails_against_the_attested_key(logfile, tmp_path, capsys):
+    attested = verify_log(logfile).log_key
+    forged = tmp_path / "forged.jsonl"
+    with AuditLog(forged) as log:  # rewritten and signed with a fresh key
+        log.append(who="arbiter", op="audit.open", outputs={"log_key": log.public_key})
+        log.append(who="arbiter", op="audit.close")
+    assert verify_log(forged).ok  # consistent with the key it names itself …
+    res = verify_log(forged, log_key=attested)  # … not with the attested one
+    assert not res.ok and "re-signed" in res.error
+    heads = tmp_path / "tee_heads.json"
+    heads.write_text(json.dumps({"claims": {"log_key": attested}, "heads": []}))
+    assert main(["audit", "verify", str(forged), "--heads", str(heads), "-q"]) == 1
+    assert main(["audit", "verify", str(logfile), "--heads", str(heads), "-q"]) == 0
+    assert "signed by the attested log key" in capsys.readouterr().out
+    assert main(["audit", "verify", str(logfile), "-q"]) == 0
+    assert "no attested log key given" in capsys.readouterr().out
+    heads.write_text(json.dumps({"heads": [[5, "abc"]]}))  # malformed: a clear exit 2
+    assert main(["audit", "verify", str(logfile), "--heads", str(heads)]) == 2
