@@ -205,8 +205,21 @@ def _watch_launcher(notices: Any, chan: Any) -> None:
                 log.debug("could not mark %s lost", peer, exc_info=True)
 
 
+def _text(exc: BaseException) -> str:
+    """``str(exc)``, or what can be had when that raises (a broken ``__str__``)."""
+    for how in (str, repr):
+        try:
+            return how(exc)
+        except Exception:  # noqa: BLE001, S112 - try the next way of showing it
+            continue
+    return f"<unprintable {type(exc).__name__}>"
+
+
 def _error_report(exc: BaseException) -> tuple:
-    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    try:
+        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    except Exception:  # noqa: BLE001 - the report matters more than its traceback
+        tb = ""
     blob: bytes | None
     try:
         blob = pickle.dumps(exc)
@@ -214,7 +227,7 @@ def _error_report(exc: BaseException) -> tuple:
     except Exception:  # noqa: BLE001
         blob = None
     return ("err", time.monotonic(), blob, f"{type(exc).__module__}.{type(exc).__qualname__}",
-            str(exc), tb)
+            _text(exc), tb)
 
 
 def _party_main(name: str, fn: Callable[[PartyContext], Any], conn: Any, notices: Any,
@@ -253,6 +266,8 @@ def _party_main(name: str, fn: Callable[[PartyContext], Any], conn: Any, notices
     except Exception:  # the result is what counts now
         log.exception("party %s: error while closing its channel", name)
     try:
+        blob = pickle.dumps(result)
+        pickle.loads(blob)  # our own bytes: the parent must be able to read them back
         conn.send(("ok", time.monotonic(), result))
     except Exception as exc:  # noqa: BLE001 - e.g. an unpicklable result
         conn.send(_error_report(TypeError(
@@ -411,7 +426,6 @@ def run_local(
     notices: dict[str, Any] = {}
     start = time.monotonic()
     deadline = start + timeout
-    finished = False
     handlers: dict = {}
     if method == "fork":
         gc.collect()  # the launcher's own garbage is finalised here, where that is safe
@@ -474,10 +488,9 @@ def run_local(
                              min(deadline, time.monotonic() + FAILURE_GRACE))
         for n in names:
             procs[n].join(max(1.0, min(30.0, deadline - time.monotonic())))
-        finished = True
         return {n: results[n] for n in names}
     finally:
-        _kill_all(list(procs.values()), groups=not finished)
+        _kill_all(list(procs.values()), groups=True)  # what a party started ends with the run
         for c in [*conns.values(), *notices.values()]:
             c.close()
         for sig, old in handlers.items():
@@ -520,18 +533,22 @@ def _next_events(procs: dict, conns: dict, waiting: list[str],
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return []
-        ready = multiprocessing.connection.wait([*by_conn, *by_sentinel], timeout=remaining)
+        # A child the party forked holds copies of its pipe and sentinel, so neither fires
+        # when the party itself dies: its exit code is looked at on every pass too.
+        ready = multiprocessing.connection.wait([*by_conn, *by_sentinel], timeout=min(remaining, 0.25))
+        names = {by_conn.get(r) or by_sentinel[r] for r in ready}
+        names.update(n for n in waiting if procs[n].exitcode is not None)
         out: dict[str, tuple | None] = {}
-        for r in ready:
-            name = by_conn.get(r) or by_sentinel[r]
-            if name in out:
-                continue
+        for name in sorted(names):
             report: tuple | None = None
             try:
                 if conns[name].poll(0):
                     report = conns[name].recv()
             except (EOFError, OSError):
                 report = None
+            except Exception as exc:  # noqa: BLE001 - its report could not be read back
+                why = f"the report of party {name!r} could not be read: {type(exc).__name__}: {_text(exc)}"
+                report = ("err", time.monotonic(), None, "builtins.TypeError", why, "")
             if report is None:
                 proc = procs[name]
                 proc.join(2.0)  # its pipe is closed or its sentinel fired: it is exiting

@@ -467,6 +467,8 @@ class Channel(ABC):
                     if p in got:
                         continue
                     st = self._state[p]
+                    if tag in st.consumed:  # another thread took it while we waited
+                        raise ProtocolError("tag already received from this peer", peer=p, tag=tag)
                     if st.poison is not None:
                         msg, bad_tag = st.poison
                         extra = "" if bad_tag in (None, tag) else f" (in tag {bad_tag!r})"

@@ -230,3 +230,65 @@ def test_connect_for_deployment_and_peer_loss():
         if proc.is_alive():
             proc.kill()
         proc.join(5)
+
+
+class _NoArgs(Exception):
+    def __str__(self):  # a bug in user code: IndexError when raised without arguments
+        return self.args[0]
+
+
+class _TwoArgs:
+    def __init__(self, a, b):
+        self.a, self.b = a, b
+
+    def __reduce__(self):  # pickles, but cannot be rebuilt
+        return (_TwoArgs, (self.a,))
+
+
+def test_a_party_that_dies_while_its_forked_children_live_is_seen_at_once():
+    # the children hold copies of the party's pipe and sentinel, so neither fired
+    def alice(ctx):
+        return "done"
+
+    def bob(ctx):
+        if os.fork() == 0:  # a child that outlives its parent for a while
+            time.sleep(30)
+            os._exit(0)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    t = time.monotonic()
+    with pytest.raises(PeerLostError, match="killed by signal SIGKILL") as info:
+        run_local({"alice": alice, "bob": bob}, timeout=60, **FAST)
+    assert info.value.peer == "bob" and time.monotonic() - t < 15
+
+
+def test_reports_that_cannot_be_shown_or_read_back_still_name_the_party():
+    def bad_text(ctx):
+        raise _NoArgs()
+
+    def waits(ctx):
+        return ctx.recv("bad_text", "x")
+
+    with pytest.raises(_NoArgs) as info:
+        run_local({"bad_text": bad_text, "waits": waits}, timeout=30, **FAST)
+    assert "party 'bad_text'" in " ".join(getattr(info.value, "__notes__", []))
+
+    def bad_result(ctx):
+        return _TwoArgs(1, 2)
+
+    def ok(ctx):
+        return 1
+
+    with pytest.raises(TypeError, match="party 'bad_result' cannot be returned"):
+        run_local({"bad_result": bad_result, "ok": ok}, timeout=30, **FAST)
+
+
+def test_what_a_party_started_ends_with_a_successful_run():
+    def alice(ctx):
+        return "done"
+
+    def bob(ctx):
+        return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]).pid
+
+    out = run_local({"alice": alice, "bob": bob}, timeout=60, **FAST)
+    assert _wait_dead([out["bob"]])

@@ -210,3 +210,26 @@ def test_cipher_payload_needs_registered_kit(pair):
 
 
 
+
+
+def test_two_threads_receiving_one_tag_one_gets_it_the_other_fails_fast(pair):
+    a, b = pair
+    out: dict[int, object] = {}
+
+    def take(i: int) -> None:
+        try:
+            out[i] = b.recv("alice", "same", timeout=5.0)
+        except ProtocolError as exc:
+            out[i] = exc
+
+    threads = [threading.Thread(target=take, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    time.sleep(0.2)  # both are waiting
+    t0 = time.monotonic()
+    a.send("bob", "same", 42)
+    for t in threads:
+        t.join(10)
+    assert time.monotonic() - t0 < 2.0  # not the 5 s timeout
+    assert len(out) == 2 and any(v == 42 for v in out.values())
+    assert any(isinstance(v, ProtocolError) and "already received" in str(v) for v in out.values())
