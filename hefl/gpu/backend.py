@@ -148,6 +148,9 @@ def urandom_words(count: int, words: int, bits: int) -> np.ndarray:
     return raw
 
 
+_TPI_CHOICES = (1, 2, 4, 8, 16, 32)
+
+
 def _env_tpi() -> tuple[int, int]:
     """Lanes per number from ``HEFL_GPU_TPI`` ("8" or "8,4": n^2 kernels, CRT kernels)."""
     raw = os.environ.get("HEFL_GPU_TPI", "").strip()
@@ -156,7 +159,7 @@ def _env_tpi() -> tuple[int, int]:
     parts = [int(x) for x in raw.split(",")]
     vals = (parts[0], parts[1] if len(parts) > 1 else parts[0])
     for v in vals:
-        if v not in (1, 2, 4, 8, 16, 32):
+        if v not in _TPI_CHOICES:
             raise ValueError(f"HEFL_GPU_TPI must be powers of two <= 32, got {raw!r}")
     return vals
 
@@ -237,6 +240,13 @@ class GpuPaillierBackend(PaillierBackend):
         self._ln = params.limbs_n
         self.nl = 2 * self._lc  # 32-bit limbs of ciphertext rows = kernel NL
         env_tpi = _env_tpi()
+        for name, v in (("tpi", tpi), ("tpi_crt", tpi_crt)):
+            if v is not None and v not in _TPI_CHOICES:
+                raise ValueError(f"{name} must be one of {_TPI_CHOICES} (lanes per number), got {v!r}")
+        # one obfuscator-pool thread: kernel launches on one device serialise anyway, and
+        # every extra thread would only race to build the fixed-base table
+        self.n_jobs = 1
+        self._table_lock = threading.Lock()
         self.tpi = _pick_tpi(self.nl, tpi or env_tpi[0])
         self._kc = C.n2_consts(n, self.nl)
         w = fb_window or int(os.environ.get("HEFL_GPU_FB_WINDOW", DEFAULT_FB_WINDOW))
@@ -323,9 +333,19 @@ class GpuPaillierBackend(PaillierBackend):
         """Wait for all queued kernels (for timing)."""
         self._device.synchronize()
 
+    def _dev_rows(self, d, what: str = "ciphertexts"):
+        """A caller's device rows as the kernels read them: contiguous (a raw kernel gets
+        only the data pointer, so a strided view would be read as if it were contiguous),
+        ``nl`` 32-bit limbs wide."""
+        if getattr(d, "ndim", 0) != 2 or d.shape[1] != self.nl:
+            raise ValueError(f"{what}: expected device rows of shape (N, {self.nl}) uint32, "
+                             f"got {getattr(d, 'shape', None)}")
+        return self._cp.ascontiguousarray(d)
+
     # -------------------------------------------------------------- conversions
     def _mul_const(self, d, row: int):
         """montmul(d, K[row]) for every row of d (to Montgomery form: R2; back: ONE)."""
+        d = self._dev_rows(d)
         out = self._empty(d.shape[0])
         self._launch(
             self._fn("k_mul"),
@@ -358,9 +378,16 @@ class GpuPaillierBackend(PaillierBackend):
 
     # -------------------------------------------------------------- obfuscators
     def _table(self):
-        """The fixed-base table T[w][d] = hs^(d 2^(wbits w)) R mod n^2, built once per key."""
+        """The fixed-base table T[w][d] = hs^(d 2^(wbits w)) R mod n^2, built once per key
+        (under a lock: several threads may ask for it at once)."""
         if self._fb_table is not None:
             return self._fb_table
+        with self._table_lock:
+            if self._fb_table is None:
+                self._fb_table = self._build_table()
+        return self._fb_table
+
+    def _build_table(self):
         cp = self._cp
         w, nwin, nl = self.fb_window, self._fb_nwin, self.nl
         width = 1 << w
@@ -382,7 +409,7 @@ class GpuPaillierBackend(PaillierBackend):
                      np.uint32(self._kc.np0)),
                 )
                 half *= 2
-        self._fb_table = table
+            self._device.synchronize()  # complete before another thread's stream may use it
         log.debug("fixed-base table: %d windows x 2^%d entries, %.1f MB", nwin, w,
                   table.nbytes / 1e6)
         return table
@@ -496,7 +523,7 @@ class GpuPaillierBackend(PaillierBackend):
         if a.shape != b.shape:
             raise ValueError(f"shape mismatch: {a.shape} vs {b.shape}")
         with self._device:
-            return self._mul(a, b, -1)
+            return self._mul(self._dev_rows(a), self._dev_rows(b), -1)
 
     def _pow(self, a, k32, in_mont: bool, out_mont: bool):
         n = a.shape[0]
@@ -530,7 +557,10 @@ class GpuPaillierBackend(PaillierBackend):
     def mul_scalar_device(self, a, k):
         """a^k on Montgomery-form device ciphertexts; k uint32 (N, W) or uint64 rows."""
         with self._device:
+            a = self._dev_rows(a)
             k32 = self._rows32(k, "scalars")
+            if k32.shape[0] != a.shape[0]:
+                raise ValueError(f"{a.shape[0]} ciphertexts but {k32.shape[0]} scalars")
             return self._pow(a, k32, True, True)
 
     # -------------------------------------------------------------- reductions
@@ -555,7 +585,7 @@ class GpuPaillierBackend(PaillierBackend):
         with self._device:
             if a.shape[0] == 0:
                 return self._K[C.K_R1 : C.K_R1 + 1].copy()
-            return self._reduce(a, 1, a.shape[0])
+            return self._reduce(self._dev_rows(a), 1, a.shape[0])
 
     def sum(self, a: np.ndarray) -> np.ndarray:
         """Product of all rows mod n^2, shape (Lc,); 1 for an empty batch."""
@@ -569,18 +599,20 @@ class GpuPaillierBackend(PaillierBackend):
 
     def _check_ids(self, ids, n_rows: int, n_buckets: int):
         cp = self._cp
-        ids = cp.ascontiguousarray(cp.asarray(ids, dtype=cp.int32))
+        ids = cp.asarray(ids)
+        if ids.size and ids.dtype.kind not in "iu":
+            raise ValueError(f"bucket ids must be integers, got dtype {ids.dtype}")
         if ids.ndim == 1:
             ids = ids.reshape(-1, 1)
         if ids.ndim != 2 or ids.shape[0] != n_rows:
             raise ValueError(f"ids must be ({n_rows}, F) int32, got shape {ids.shape}")
-        if ids.size:
+        if ids.size:  # checked before narrowing to int32
             lo, hi = int(ids.min()), int(ids.max())
             if lo < -1 or hi >= n_buckets:
                 raise ValueError(
                     f"bucket ids must be in [-1, {n_buckets}), got values in [{lo}, {hi}]"
                 )
-        return ids
+        return cp.ascontiguousarray(ids.astype(cp.int32, copy=False))
 
     def bucket_sum_device(self, a, ids, n_buckets: int):
         """Histogram of Montgomery-form device rows -> (F, n_buckets, nl) Montgomery form.
@@ -590,6 +622,7 @@ class GpuPaillierBackend(PaillierBackend):
         cp = self._cp
         n_buckets = int(n_buckets)
         with self._device:
+            a = self._dev_rows(a)
             n_rows = a.shape[0]
             ids = self._check_ids(ids, n_rows, n_buckets)
             n_feat = ids.shape[1]

@@ -73,7 +73,8 @@ class LimbKit(AdditiveKit):
         self.check_same(held.kit)
         rows = self._held_rows(rows, held.size)
         ids2 = self._bucket_ids(bucket_ids, rows.shape[0], n_buckets)
-        out = self.backend.bucket_sum_held(held.data, rows, ids2, int(n_buckets))
+        # the backend that holds them computes (another kit of the same key may have held them)
+        out = held.kit.backend.bucket_sum_held(held.data, rows, ids2, int(n_buckets))
         return self._histogram(out, np.ndim(bucket_ids) == 1, ids2.shape[1], n_buckets, held.frac_bits)
 
     def _encode_residues(self, x, frac_bits):

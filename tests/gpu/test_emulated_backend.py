@@ -316,3 +316,58 @@ def test_hetero_lr_on_the_emulated_gpu_matches_the_cpu(emu_kit, protocol):
                                        parties={"guest": [0, 1], "host": [2, 3]})
         coefs[backend] = clf.fit(X, y).coef_
     assert np.allclose(coefs["gpu"], coefs["cpu"], rtol=0, atol=1e-9)
+
+
+def test_device_rows_from_callers_are_checked_and_made_contiguous(emu_kit):
+    be = emu_kit.backend
+    x = emu_kit.encrypt(np.array([1, 2, 3, 4]))
+    d = be.to_device(x._flat())
+    strided = d[::2]  # a raw kernel gets only the pointer: it must not read rows 0, 1
+    back = be.from_device(strided)
+    assert np.array_equal(back, x._flat()[::2])
+    assert np.array_equal(be.from_device(be.sum_device(strided)), be.sum(x._flat()[::2])[None])
+    with pytest.raises(ValueError, match="4 ciphertexts but 1 scalars"):
+        be.mul_scalar_device(d, np.ones((1, 2), dtype=np.uint64))
+    with pytest.raises(ValueError, match="expected device rows of shape"):
+        be.sum_device(d[:, :3])
+    with pytest.raises(ValueError, match="bucket ids must be in"):
+        be.bucket_sum_device(d, np.array([2**32 + 1, 0, 0, 0]), 2)
+
+
+def test_the_fixed_base_table_is_built_once_across_pool_threads(emu_kit, monkeypatch):
+    from hefl.gpu import backend as gb
+
+    be = emu_kit.backend
+    assert be.n_jobs == 1  # one pool thread for one device
+    be._fb_table = None
+    calls = []
+    real = gb.C.fixed_base_seeds
+
+    def counting(*a, **k):
+        calls.append(1)
+        return real(*a, **k)
+
+    monkeypatch.setattr(gb.C, "fixed_base_seeds", counting)
+    import threading
+
+    threads = [threading.Thread(target=be.obfuscators_device, args=(2,)) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1
+
+
+def test_lane_widths_are_checked_and_a_cpu_kit_can_use_gpu_held_ciphertexts(emu_kit):
+    from hefl.gpu.backend import GpuPaillierBackend
+    from hefl.he import paillier
+
+    with pytest.raises(ValueError, match="tpi must be one of"):
+        GpuPaillierBackend(emu_kit.params, tpi=3)
+    with pytest.raises(ValueError, match="tpi_crt must be one of"):
+        GpuPaillierBackend(emu_kit.params, tpi_crt=3)
+    cpu = paillier.PaillierSecretKit(emu_kit._p, emu_kit._q, emu_kit.hs, backend="cpu")
+    ca = emu_kit.encrypt(np.array([1.0, 2.0, 4.0]))
+    held = emu_kit.hold(ca)
+    out = cpu.bucket_sum_held(held, np.array([0, 2]), np.array([0, 0]), 1)
+    assert cpu.decrypt(out).tolist() == [5.0]
