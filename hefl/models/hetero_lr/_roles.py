@@ -78,6 +78,7 @@ import logging
 import math
 import secrets
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -134,13 +135,27 @@ def _peer_key(ctx, cfg: LRConfig, data: Any, peer: str):
     return kit
 
 
-def _check_setup(setup: Any, peer: str) -> dict:
+#: Most features one party may announce (a count sizes what others decrypt for it).
+MAX_FEATURES = 1 << 20
+
+
+def _check_setup(setup: Any, peer: str, parties: Sequence[str] = (), own: tuple[str, int] | None = None) -> dict:
+    """The active party's setup; ``parties`` must each have a column count in
+    ``[0, MAX_FEATURES]``, and ``own`` = (this party, its feature count) must match."""
     ok = isinstance(setup, dict) and all(
         isinstance(setup.get(k), int) and not isinstance(setup.get(k), bool)
         for k in ("seed", "n_problems", "width", "n_samples")
     ) and isinstance(setup.get("columns"), dict)
     if not ok or setup["n_problems"] < 1 or setup["width"] < 1 or setup["n_samples"] < 1:
         raise ProtocolError(f"malformed setup message {setup!r}", peer=peer, tag="setup")
+    cols = setup["columns"]
+    for p in parties:
+        c = cols.get(p)
+        if not isinstance(c, int) or isinstance(c, bool) or not 0 <= c <= MAX_FEATURES:
+            raise ProtocolError(f"setup lacks a valid column count of {p!r} (got {c!r})", peer=peer, tag="setup")
+    if own is not None and cols.get(own[0]) != own[1]:
+        raise ProtocolError(f"setup says {own[0]!r} has {cols.get(own[0])!r} columns, it has {own[1]}",
+                            peer=peer, tag="setup")
     return setup
 
 
@@ -170,6 +185,18 @@ def _cipher(obj: Any, kit: Any, peer: str, tag: str) -> Any:
     return obj
 
 
+def _shaped(ca: Any, shape: tuple[int, ...], peer: str, tag: str) -> Any:
+    """A received additive cipher array of exactly ``shape``: no more is decrypted for a peer
+    than the counts agreed at setup (a CKKS vector holds its values in padded slots)."""
+    from hefl.he.ckks import CKKSArray
+
+    if isinstance(ca, CKKSArray):
+        return ca
+    if tuple(ca.shape) != shape:
+        raise ProtocolError(f"expected ciphertexts of shape {shape}, got {tuple(ca.shape)}", peer=peer, tag=tag)
+    return ca
+
+
 def _zeros(obj: Any, kit: Any, peer: str, n: int, frac_bits: int) -> Any:
     """Fresh encryptions of zero supplied by the arbiter: right key, length and scale."""
     z = _cipher(obj, kit, peer, "z")
@@ -184,7 +211,9 @@ def _open_gradients(bctx, eng, kit, peers: list[str], cols: dict) -> list:
     g = bctx.gather("g", peers=peers)
     rows: list = []
     for p in peers:
-        back, rest = open_for_peer(eng, kit, _cipher(g[p], kit, p, "g"), cols[p])
+        # exactly the peer's gradient and its loss piece: the key owner opens nothing else
+        gp = _shaped(_cipher(g[p], kit, p, "g"), (cols[p] + 1,), p, bctx.tag("g"))
+        back, rest = open_for_peer(eng, kit, gp, cols[p])
         bctx.send(p, "gd", back)
         rows += rest
     return rows
@@ -301,7 +330,7 @@ class ActiveParty:
         for p in passives:
             sh = shapes[p]
             if not (isinstance(sh, dict) and isinstance(sh.get("n_samples"), int)
-                    and isinstance(sh.get("n_features"), int) and sh["n_features"] >= 0):
+                    and isinstance(sh.get("n_features"), int) and 0 <= sh["n_features"] <= MAX_FEATURES):
                 raise ProtocolError(f"malformed shape message {sh!r}", peer=p, tag="shape")
             if sh["n_samples"] != n:
                 raise DataError(f"party {p!r} has {sh['n_samples']} rows, {cfg.active!r} has {n}: "
@@ -456,7 +485,7 @@ class ActiveParty:
                     bctx.broadcast("sh", {"s": eng.encrypt(s, FRAC_D), "h": eng.encrypt(h, FRAC_ENC)},
                                    peers=passives)
                     eng.precompute(2 * nxt)
-                    enc_u = {p: _cipher(c, peer_engs[p].kit, p, "u")
+                    enc_u = {p: _shaped(_cipher(c, peer_engs[p].kit, p, "u"), (nb,), p, bctx.tag("u"))
                              for p, c in bctx.gather("u", peers=passives).items()}
                     states = {}
                     for p in passives:
@@ -469,7 +498,8 @@ class ActiveParty:
                     opened = eng.decode_sum(rows, FRAC_D + LOSS_EXP)
                     total += float(l0.sum() + 0.5 * q[-1] + 0.5 * opened + nb * pen)
                 else:
-                    enc_u = {p: _cipher(c, eng.kit, p, "u") for p, c in bctx.gather("u", peers=passives).items()}
+                    enc_u = {p: _shaped(_cipher(c, eng.kit, p, "u"), (nb,), p, bctx.tag("u"))
+                             for p, c in bctx.gather("u", peers=passives).items()}
                     rho = bctx.gather("lm", peers=passives)
                     enc_U = None
                     for p in passives:
@@ -533,7 +563,7 @@ class PassiveParty:
         self.X = _as_matrix(self.X, me)
         n, fk = self.X.shape
         ctx.send(cfg.active, "shape", {"n_samples": n, "n_features": fk})
-        setup = _check_setup(ctx.recv(cfg.active, "setup"), cfg.active)
+        setup = _check_setup(ctx.recv(cfg.active, "setup"), cfg.active, parties=[cfg.active], own=(me, fk))
         if setup["n_samples"] != n:
             raise DataError(f"{me}: {n} rows, the active party has {setup['n_samples']}")
         self.fp = fingerprint("hetero-lr-passive", _config_print(cfg), self.X)
@@ -635,7 +665,8 @@ class PassiveParty:
                 masked, st = other.mask(prod, fk, extra=[2.0 * nb * pen], offsets=offsets)
                 bctx.send(target, "g", masked)
                 if two:
-                    q = _cipher(bctx.recv(cfg.active, "q"), mine, cfg.active, "q")
+                    q = _shaped(_cipher(bctx.recv(cfg.active, "q"), mine, cfg.active, "q"), (n_active,),
+                                cfg.active, bctx.tag("q"))
                     back, _ = open_for_peer(mine_eng, mine, q, n_active)
                     bctx.send(cfg.active, "qd", back)
                 g = other.unmask(bctx.recv(target, "gd"), st)

@@ -118,3 +118,23 @@ def test_misaligned_rows_are_refused():
              "host": PassiveParty(np.zeros((9, 2)), cfg).run}
     with pytest.raises(DataError, match="align the rows"):
         run_threads(roles, timeout=30)
+
+
+def test_received_sizes_are_the_ones_agreed_at_setup():
+    # what a key holder decrypts for a peer is bounded by the counts agreed at setup
+    from hefl.errors import ProtocolError
+    from hefl.he import mock
+    from hefl.models.hetero_lr._roles import MAX_FEATURES, _check_setup, _shaped
+
+    kit = mock.keygen()
+    good = {"seed": 1, "n_problems": 1, "width": 8, "n_samples": 10, "columns": {"guest": 3, "host": 2}}
+    assert _check_setup(good, "guest", parties=["guest"], own=("host", 2)) is good
+    with pytest.raises(ProtocolError, match="says 'host' has 5 columns, it has 2"):
+        _check_setup({**good, "columns": {"guest": 3, "host": 5}}, "guest", own=("host", 2))
+    for bad in (-2, MAX_FEATURES + 1, "3", True):
+        with pytest.raises(ProtocolError, match="valid column count of 'guest'"):
+            _check_setup({**good, "columns": {"guest": bad, "host": 2}}, "guest", parties=["guest"])
+    ca = kit.encrypt(np.zeros(6))
+    assert _shaped(ca, (6,), "host", "g") is ca
+    with pytest.raises(ProtocolError, match=r"expected ciphertexts of shape \(4,\), got \(6,\)"):
+        _shaped(ca, (4,), "host", "g")
