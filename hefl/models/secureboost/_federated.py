@@ -44,7 +44,7 @@ import numpy as np
 
 from hefl.checkpoint import Checkpointer, fingerprint, new_run_id, parse_offer
 from hefl.errors import ConfigError, DataError, ProtocolError
-from hefl.he import load_public_kit, public_kit_to_wire
+from hefl.he import CipherArray, load_public_kit, public_kit_to_wire
 
 from ._binning import QuantileBinner
 from ._gh import DEFAULT_GH_FRAC_BITS, GHCodec
@@ -54,6 +54,9 @@ from ._split import FeatureBlocks, SplitInfo, SplitParams
 from ._tree import GrowParams, Tree, TreeGrower
 
 __all__ = ["BoostParams", "ActiveParty", "PassiveParty", "predict_active", "predict_passive"]
+
+#: Most features a passive party may announce (its count sizes the active party's arrays).
+MAX_FEATURES = 1 << 20
 
 log = logging.getLogger(__name__)
 
@@ -176,14 +179,15 @@ class _FederatedProvider:
                 raise ProtocolError(f"histogram mask of shape {nonempty.shape}, expected {(len(nodes), f_p, b_p)}",
                                     peer=link.peer, tag=f"hist-{k}")
             comps = [link.recv(sub, f"hist-{c}") for c in range(len(self.codec.chunks))]
+            count = int(nonempty.sum())
+            for ca, need in zip(comps, self.codec.compressed_count(count)):  # before any decryption
+                if not isinstance(ca, CipherArray) or ca.shape != (need,):
+                    got = ca.shape if isinstance(ca, CipherArray) else type(ca).__name__
+                    raise ProtocolError(f"{got} compressed ciphertexts for {count} bins, expected ({need},)",
+                                        peer=link.peer, tag=f"hist-{k}")
             t = time.perf_counter()
             limbs = [p.kit.decrypt_raw(ca) for ca in comps]
             p.timer.add("decrypt", time.perf_counter() - t)
-            count = int(nonempty.sum())
-            for lb, need in zip(limbs, self.codec.compressed_count(count)):
-                if lb.shape[0] != need:
-                    raise ProtocolError(f"{lb.shape[0]} compressed ciphertexts for {count} bins, expected {need}",
-                                        peer=link.peer, tag=f"hist-{k}")
             sums = self.codec.unpack(limbs, count)
             hist = np.zeros((len(nodes), f_p, b_p, 2 * self.codec.k))
             hist[nonempty] = sums
@@ -306,8 +310,10 @@ class ActiveParty:
         for i, link in enumerate(self.links):
             ack = self.ctx.recv(link.peer, "setup-ack")
             if not isinstance(ack, dict) or not isinstance(ack.get("n_features"), int) \
-                    or not isinstance(ack.get("n_bin_slots"), int) or ack["n_bin_slots"] < 2:
-                raise ProtocolError(f"malformed setup reply {ack!r}", peer=link.peer, tag="setup-ack")
+                    or not isinstance(ack.get("n_bin_slots"), int) \
+                    or not 2 <= ack["n_bin_slots"] <= int(p.max_bin) + 1 \
+                    or not 0 <= ack["n_features"] <= MAX_FEATURES:
+                raise ProtocolError(f"malformed setup reply {str(ack)[:200]}", peer=link.peer, tag="setup-ack")
             shapes.append((ack["n_features"], ack["n_bin_slots"]))
             offers.append(parse_offer(ack.get("checkpoints"), link.peer, "setup-ack"))
         self.passive_shapes = shapes
@@ -502,6 +508,8 @@ def _unpack_decisions(packed, n_rows: int, n_cols: int) -> np.ndarray:
     arr = np.asarray(packed)
     if arr.dtype != np.uint8 or arr.ndim != 1:
         raise ProtocolError("decisions must be a packed uint8 array")
+    if arr.size != -(-n_rows * n_cols // 8):  # unpackbits would pad or cut it silently
+        raise ProtocolError(f"{arr.size} bytes of decisions for {n_rows} rows × {n_cols} splits")
     bits = np.unpackbits(arr, count=n_rows * n_cols) if n_rows * n_cols else np.zeros(0, np.uint8)
     if bits.size != n_rows * n_cols:
         raise ProtocolError(f"{bits.size} decisions for {n_rows} rows × {n_cols} splits")
@@ -599,12 +607,16 @@ class PassiveParty:
             raise ProtocolError("the active party sent a mock kit: gradients would travel in the clear "
                                 "(allowed only with allow_insecure=True, for tests)", peer=self.active, tag="setup")
         backend = getattr(self.kit, "backend", None)
-        if self.n_jobs is not None and backend is not None:
+        if self.n_jobs is not None and backend is not None and getattr(backend, "name", "") != "gpu":
             backend.n_jobs = max(1, int(self.n_jobs))
         self.ctx.register_kit(self.kit)
         mb = cmd.get("max_bin")
         if not isinstance(mb, int) or not 2 <= mb <= 65535:
             raise ProtocolError(f"invalid max_bin {mb!r}", peer=self.active, tag="setup")
+        k = cmd.get("n_outputs")
+        if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= 65536:
+            raise ProtocolError(f"invalid n_outputs {k!r}", peer=self.active, tag="setup")
+        self.n_outputs = k
         n = cmd.get("n_rows")
         if n != self.X.shape[0]:
             raise DataError(f"active party has {n} aligned rows, this party {self.X.shape[0]}: align first (PSI)")
@@ -647,18 +659,25 @@ class PassiveParty:
         rows = np.asarray(sub.recv(self.active, "rows"), dtype=np.int64)
         cols = np.asarray(sub.recv(self.active, "columns"), dtype=bool)
         layout = cmd.get("layout")
-        if not isinstance(layout, list) or not layout:
-            raise ProtocolError("tree command without a layout", peer=self.active, tag="tree")
+        if not isinstance(layout, list) or not 1 <= len(layout) <= getattr(self, "n_outputs", 1):
+            raise ProtocolError("tree command without a layout of 1 to n_outputs chunks", peer=self.active,
+                                tag="tree")
+        for item in layout:
+            if not (isinstance(item, dict) and isinstance(item.get("bits"), int) and isinstance(item.get("per"), int)
+                    and 1 <= item["bits"] and 1 <= item["per"] and item["bits"] * item["per"] <= self.kit.plaintext_bits):
+                raise ProtocolError(f"invalid packing layout {str(item)[:100]}", peer=self.active, tag="tree")
         self.enc = [sub.recv(self.active, f"gh-{c}") for c in range(len(layout))]
+        if not all(isinstance(ca, CipherArray) and self.kit.same_key(ca.kit) for ca in self.enc):
+            raise ProtocolError("tree gradients must be ciphertexts under the setup's key", peer=self.active,
+                                tag="tree")
         if rows.size and (rows.min() < 0 or rows.max() >= self.X.shape[0] or np.any(np.diff(rows) <= 0)):
             raise ProtocolError("tree rows must be sorted, unique and in range", peer=self.active, tag="tree")
         if any(ca.shape != (rows.size,) for ca in self.enc) or cols.shape != (self.X.shape[1],):
             raise ProtocolError("tree payload shapes do not match", peer=self.active, tag="tree")
-        for item in layout:
-            if not (isinstance(item, dict) and isinstance(item.get("bits"), int) and isinstance(item.get("per"), int)
-                    and 1 <= item["bits"] and 1 <= item["per"] and item["bits"] * item["per"] <= self.kit.plaintext_bits):
-                raise ProtocolError(f"invalid packing layout {item!r}", peer=self.active, tag="tree")
         self.layout = layout
+        # how often each tree row has been split (a row is split once per level): bounded
+        self.split_uses = np.zeros(self.X.shape[0], dtype=np.int32)
+        self.tree_splits = 0
         # where the backend keeps them itself (a GPU), the tree's ciphertexts move there once
         t = time.perf_counter()
         self.held = [self.kit.hold(ca) for ca in self.enc]
@@ -671,8 +690,13 @@ class PassiveParty:
     def _hist(self, cmd: dict, sub) -> None:
         rows = np.asarray(sub.recv(self.active, "rows"), dtype=np.int64)
         sizes = np.asarray(sub.recv(self.active, "sizes"), dtype=np.int64)
-        if sizes.sum() != rows.size or (rows.size and (rows.min() < 0 or rows.max() >= self.X.shape[0])):
-            raise ProtocolError("histogram request rows do not match their sizes", peer=self.active, tag="hist")
+        if rows.ndim != 1 or sizes.ndim != 1 or (sizes.size and sizes.min() < 0) \
+                or sizes.size > self.X.shape[0] + 1 or sizes.sum() != rows.size \
+                or (rows.size and (rows.min() < 0 or rows.max() >= self.X.shape[0])) \
+                or np.unique(rows).size != rows.size:
+            raise ProtocolError("histogram request: rows must be unique and in range, node sizes "
+                                "non-negative, as many as rows at most, and summing to the rows",
+                                peer=self.active, tag="hist")
         pos = self.pos[rows]
         if rows.size and pos.min() < 0:
             raise ProtocolError("histogram request for rows outside the tree", peer=self.active, tag="hist")
@@ -724,14 +748,24 @@ class PassiveParty:
         rows = np.asarray(sub.recv(self.active, "rows"), dtype=np.int64)
         sizes = np.asarray(sub.recv(self.active, "sizes"), dtype=np.int64)
         spec = np.asarray(sub.recv(self.active, "splits"), dtype=np.int64)
-        if spec.ndim != 2 or spec.shape[1] != 3 or sizes.shape != (spec.shape[0],) or sizes.sum() != rows.size:
+        if spec.ndim != 2 or spec.shape[1] != 3 or sizes.shape != (spec.shape[0],) or sizes.sum() != rows.size \
+                or (sizes.size and sizes.min() < 1):
             raise ProtocolError("malformed split request", peer=self.active, tag="split")
         if rows.size and (rows.min() < 0 or rows.max() >= self.X.shape[0]):
             raise ProtocolError("split rows out of range", peer=self.active, tag="split")
+        # only the tree's rows, each node's rows once, each row in one node of the request,
+        # each row split at most once per possible level (64), at most one split per row
+        if (rows.size and self.pos[rows].min() < 0) or np.unique(rows).size != rows.size:
+            raise ProtocolError("split rows must be distinct rows of the tree", peer=self.active, tag="split")
+        self.split_uses[rows] += 1
+        self.tree_splits += spec.shape[0]
+        if (rows.size and self.split_uses[rows].max() > 64) or self.tree_splits > max(1, int((self.pos >= 0).sum())):
+            raise ProtocolError("more splits than the tree can have", peer=self.active, tag="split")
         masks, sids = [], []
         off = 0
         for (q, b, dl), size in zip(spec.tolist(), sizes.tolist()):
-            if not (0 <= q < self.X.shape[1] and -1 <= b < self.n_bin_slots and dl in (0, 1)):
+            if not (0 <= q < self.X.shape[1] and -1 <= b < self.n_bin_slots - 1 and dl in (0, 1)
+                    and self.columns[self.perm[q]]):
                 raise ProtocolError(f"invalid split {(q, b, dl)}", peer=self.active, tag="split")
             f = int(self.perm[q])
             masks.append(_route_own(self.bins, self.n_bin_slots - 1, f, b, bool(dl), rows[off: off + size]))
@@ -748,6 +782,10 @@ class PassiveParty:
             raise ProtocolError("decision rows out of range", peer=self.active, tag="decide")
         if sids.size and (sids.min() < 0 or sids.max() >= len(self.splits)):
             raise ProtocolError("unknown split id", peer=self.active, tag="decide")
+        if rows.ndim != 1 or sids.ndim != 1 or np.unique(rows).size != rows.size \
+                or np.unique(sids).size != sids.size:
+            raise ProtocolError("decision requests name distinct rows and split ids", peer=self.active,
+                                tag="decide")
         sub.send(self.active, "decisions", _decide_bits(self.splits, X, rows, sids))
 
 
@@ -812,5 +850,7 @@ def predict_passive(ctx, model: dict, X: np.ndarray, active: str) -> None:
     sids = np.asarray(ctx.sub("predict").recv(active, "split_ids"), dtype=np.int64)
     if sids.size and (sids.min() < 0 or sids.max() >= len(model["splits"])):
         raise ProtocolError("unknown split id", peer=active, tag="predict/split_ids")
+    if sids.ndim != 1 or np.unique(sids).size != sids.size:
+        raise ProtocolError("split ids must be distinct", peer=active, tag="predict/split_ids")
     rows = np.arange(X.shape[0], dtype=np.int64)
     ctx.sub("predict").send(active, "decisions", _decide_bits(model["splits"], X, rows, sids))
