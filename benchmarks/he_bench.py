@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     rng = np.random.default_rng(0)
     sizes = (
-        {"encrypt": 400, "add": 4000, "mul": 200, "decrypt": 100, "phe": 40}
+        {"encrypt": 400, "add": 4000, "mul": 200, "decrypt": 256, "phe": 40}  # decrypt: 2 threads' chunks
         if args.quick
         else {"encrypt": 2000, "add": 20000, "mul": 1000, "decrypt": 400, "phe": 100}
     )

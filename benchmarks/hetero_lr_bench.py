@@ -112,7 +112,8 @@ def main(argv: list[str] | None = None) -> dict:
                 "fit_seconds": round(wall, 3), "cpu_seconds": round(cpu, 3), "auc": round(auc, 5),
                 "auc_ratio": round(auc / sk_auc, 5), "epochs": est.n_iter_,
                 "target_seconds_per_epoch": TARGETS.get(he),
-                "meets_target": (per_epoch <= TARGETS[he]) if he in TARGETS else None,
+                # the targets are per epoch of all 30,000 rows: judged only on those
+                "meets_target": (per_epoch <= TARGETS[he]) if he in TARGETS and n >= 30000 else None,
             })
             print(f"  {he}/{proto}: {per_epoch:.1f} s/epoch, AUC {auc:.4f}", file=sys.stderr, flush=True)
     load_after = os.getloadavg()

@@ -110,7 +110,7 @@ def _sb_party(role: str, args: argparse.Namespace) -> Any:
         out["data_peak_bytes"] = _peak_rss_bytes()
         _peak_rss_reset()  # from here VmHWM counts training only (plus the data and inherited pages)
         out["rss_after_data_bytes"] = _rss_bytes()
-        insecure = args.he == "mock"
+        insecure = args.he == "mock" or args.key_size < 2048
         if role == "active":
             t = time.perf_counter()
             kit = make_kit(args.he, args.key_size, args.backend, args.n_jobs, insecure)
@@ -204,7 +204,8 @@ def _train_table(r: dict[str, Any]) -> str:
         (f"{'hefl (fit)':<22}{r['fit_s']:>10.1f}{r['train_auc']:>12.4f}"
          f"   (whole run incl. fork, data, keygen, predict: {r['wall_s']:.1f} s)"),
         f"{'xgboost (plaintext)':<22}{r['xgboost_s'] or nan:>10.2f}{r['xgboost_train_auc'] or nan:>12.4f}"
-        + (f"   -> hefl x{r['slowdown_vs_xgboost']:.0f} slower" if r["slowdown_vs_xgboost"] else ""),
+        + (f"   -> hefl x{r['slowdown_vs_xgboost']:.1f} slower" if (r["slowdown_vs_xgboost"] or 0) >= 1
+           else f"   -> hefl x{1 / r['slowdown_vs_xgboost']:.1f} faster" if r["slowdown_vs_xgboost"] else ""),
     ]
     for name, p in r["parties"].items():
         extra = f", keygen {p['keygen_s']:.1f}s" if "keygen_s" in p else ""

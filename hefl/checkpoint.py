@@ -33,7 +33,7 @@ import re
 import secrets
 import shutil
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -148,11 +148,13 @@ class Checkpointer:
         return json.loads(raw.tobytes().decode("utf-8")), arrays
 
     def resume_state(self, fp: str, offers: Iterable[set[tuple[str, int]]],
-                     unit: str = "step") -> tuple[dict, dict[str, np.ndarray]] | None:
+                     unit: str = "step", keep: Callable[[dict], bool] | None = None,
+                     ) -> tuple[dict, dict[str, np.ndarray]] | None:
         """The leader's side of a resume: load the newest checkpoint this party (inputs
         fingerprint ``fp``) and every peer (their parsed ``offers``) hold, or ``None`` --
-        said in the log -- when there is none and training starts from its first ``unit``."""
-        at = pick_common(self.offers(fp), offers)
+        said in the log -- when there is none and training starts from its first ``unit``.
+        ``keep(meta)``: only checkpoints it accepts (e.g. not past a lowered tree count)."""
+        at = pick_common(self.offers(fp, keep), offers)
         if at is None:
             log.warning("resume: no checkpoint that every party holds (this party has %ss %s): "
                         "training from the first %s", unit, self.steps() or "none", unit)
@@ -162,7 +164,7 @@ class Checkpointer:
             raise DataError(f"checkpoint {at[1]} changed while resuming")
         return meta, arrays
 
-    def offers(self, fp: str | None = None) -> list[tuple[str, int]]:
+    def offers(self, fp: str | None = None, keep: Callable[[dict], bool] | None = None) -> list[tuple[str, int]]:
         """``(run_id, step)`` of every readable checkpoint (whose fingerprint is ``fp``, if given).
 
         Unreadable files (e.g. from an older hefl) are skipped with a warning.
@@ -180,6 +182,9 @@ class Checkpointer:
                 continue
             if fp is not None and meta.get("fingerprint") != fp:
                 log.info("checkpoint %d of run %s was made from other data or parameters: not used", s, rid)
+                continue
+            if keep is not None and not keep(meta):
+                log.info("checkpoint %d of run %s lies past this run's end: not used", s, rid)
                 continue
             out.append((rid, s))
         return out

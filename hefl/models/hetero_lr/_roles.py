@@ -404,7 +404,9 @@ class ActiveParty:
         ck = self.checkpoint
         state = None
         if self.resume:
-            state = ck.resume_state(self.fp, offers, "epoch")
+            # a lowered max_iter: only checkpoints at or before its last epoch
+            state = ck.resume_state(self.fp, offers, "epoch",
+                                    keep=lambda m: int(m.get("epoch", 0)) <= int(cfg.max_iter))
             if state is not None:
                 meta = state[0]
                 c, e, stopped = _position(meta, n_problems)

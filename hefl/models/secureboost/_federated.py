@@ -439,7 +439,9 @@ class ActiveParty:
         ck = self.checkpoint
         state = None
         if self.resume:
-            state = ck.resume_state(fp, offers, "tree")
+            # a lowered n_estimators: only checkpoints at or before its last tree
+            limit = int(self.params.n_estimators)
+            state = ck.resume_state(fp, offers, "tree", keep=lambda m: int(m.get("step", 0)) <= limit)
             if state is not None:
                 log.info("resume: continuing run %s after tree %d (the newest every party has)",
                          state[0]["run_id"], state[0]["step"])

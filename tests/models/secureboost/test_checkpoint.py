@@ -148,3 +148,19 @@ def test_passive_refuses_a_checkpoint_it_does_not_hold(tmp_path, data):
 
     with pytest.raises(ProtocolError, match="no checkpoint of"):
         run_threads({"guest": active, "host": passive}, timeout=60, recv_timeout=10)
+
+
+def test_resume_with_fewer_trees_ends_with_that_many(tmp_path, data, caplog):
+    # killed after 5 of 6 trees, resumed with n_estimators=3: the 3-tree model, not 5
+    import dataclasses
+
+    X, y = data
+    fewer = dataclasses.replace(PARAMS, n_estimators=3)
+    ref = _run(tmp_path / "ref", X, y, fewer)
+    with pytest.raises(Crash):
+        _run(tmp_path / "run", X, y, PARAMS, die=("tree", 5))
+    caplog.set_level("INFO", logger="hefl")
+    again = _run(tmp_path / "run", X, y, fewer, resume=True)
+    assert len(again["guest"]["trees"]) == 3
+    assert again["guest"]["trees"] == ref["guest"]["trees"]
+    assert "lies past this run's end" in caplog.text
