@@ -756,12 +756,12 @@ class PassiveParty:
         if rows.size and (rows.min() < 0 or rows.max() >= self.X.shape[0]):
             raise ProtocolError("split rows out of range", peer=self.active, tag="split")
         # only the tree's rows, each node's rows once, each row in one node of the request,
-        # each row split at most once per possible level (64), at most one split per row
+        # a row split at most 256 times (once per level), no more splits than tree rows
         if (rows.size and self.pos[rows].min() < 0) or np.unique(rows).size != rows.size:
             raise ProtocolError("split rows must be distinct rows of the tree", peer=self.active, tag="split")
         self.split_uses[rows] += 1
         self.tree_splits += spec.shape[0]
-        if (rows.size and self.split_uses[rows].max() > 64) or self.tree_splits > max(1, int((self.pos >= 0).sum())):
+        if (rows.size and self.split_uses[rows].max() > 256) or self.tree_splits > max(1, int((self.pos >= 0).sum())):
             raise ProtocolError("more splits than the tree can have", peer=self.active, tag="split")
         masks, sids = [], []
         off = 0
