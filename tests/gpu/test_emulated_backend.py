@@ -204,7 +204,7 @@ def test_benchmark_slot_sweep_record(emu_backend, key256):
     assert "error" not in rec, rec
     assert {k: v["ciphertexts"] for k, v in rec["by_slots"].items()} == {"4": 3, "2": 6}
     assert rec["best_slots"] in (4, 2) and len(lines) == 3
-    assert 1 <= rec["model_slots"] <= 4
+    assert rec["model_slots"] == 1  # a dozen cells, a tiny key: no compression chain at all
 
 
 @pytest.fixture
