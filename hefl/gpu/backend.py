@@ -243,9 +243,6 @@ class GpuPaillierBackend(PaillierBackend):
         for name, v in (("tpi", tpi), ("tpi_crt", tpi_crt)):
             if v is not None and v not in _TPI_CHOICES:
                 raise ValueError(f"{name} must be one of {_TPI_CHOICES} (lanes per number), got {v!r}")
-        # one obfuscator-pool thread: kernel launches on one device serialise anyway, and
-        # every extra thread would only race to build the fixed-base table
-        self.n_jobs = 1
         self._table_lock = threading.Lock()
         self.tpi = _pick_tpi(self.nl, tpi or env_tpi[0])
         self._kc = C.n2_consts(n, self.nl)
@@ -274,6 +271,17 @@ class GpuPaillierBackend(PaillierBackend):
             self._sm_count = int(self._device.attributes["MultiProcessorCount"])
         except Exception:  # noqa: BLE001
             self._sm_count = 100
+
+    @property
+    def n_jobs(self) -> int:
+        """Always 1: the kit's obfuscator pool runs one thread per device (kernel launches
+        on one device serialise anyway, host randomness has its own workers); setting it,
+        as CPU backends allow, changes nothing."""
+        return 1
+
+    @n_jobs.setter
+    def n_jobs(self, value: int) -> None:
+        pass
 
     # ------------------------------------------------------------------ plumbing
     def _fn(self, name: str, crt: bool = False, tpi: int | None = None):

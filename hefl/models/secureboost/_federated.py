@@ -609,7 +609,7 @@ class PassiveParty:
             raise ProtocolError("the active party sent a mock kit: gradients would travel in the clear "
                                 "(allowed only with allow_insecure=True, for tests)", peer=self.active, tag="setup")
         backend = getattr(self.kit, "backend", None)
-        if self.n_jobs is not None and backend is not None and getattr(backend, "name", "") != "gpu":
+        if self.n_jobs is not None and backend is not None:
             backend.n_jobs = max(1, int(self.n_jobs))
         self.ctx.register_kit(self.kit)
         mb = cmd.get("max_bin")
