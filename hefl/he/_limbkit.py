@@ -17,6 +17,11 @@ from hefl.errors import InvalidCiphertextError
 from ._backend import ints_to_limbs, limbs_to_ints
 from .base import AdditiveKit, CipherArray
 
+try:  # pragma: no cover - depends on the build
+    from hefl import _native as _NATIVE
+except ImportError:  # pragma: no cover
+    _NATIVE = None
+
 __all__ = ["HeldCiphers", "LimbKit"]
 
 
@@ -95,7 +100,17 @@ class LimbKit(AdditiveKit):
         """``data`` if every row is in [1, ``cipher_modulus``), else InvalidCiphertextError."""
         if self._mod_limbs is None:
             self._mod_limbs = ints_to_limbs([self.cipher_modulus], self.Lc)[0]
-        self._refuse(first_outside(data, self._mod_limbs), "")
+        if (
+            _NATIVE is not None
+            and data.dtype == np.uint64
+            and data.ndim == 2
+            and data.flags.c_contiguous
+            and data.flags.aligned
+        ):
+            bad = _NATIVE.first_outside(data, self.Lc, self._mod_limbs)
+        else:
+            bad = first_outside(data, self._mod_limbs)
+        self._refuse(bad, "")
         return data
 
     def _check(self, data: np.ndarray) -> np.ndarray:

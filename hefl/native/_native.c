@@ -306,6 +306,37 @@ static PyObject *py_check_range(PyObject *self, PyObject *args) {
     return PyLong_FromSsize_t(bad);
 }
 
+/*
+ * first_outside(a, L, top) -> index of the first row of a (N x L little-endian uint64
+ * limbs, uint64-aligned) that is 0 or >= top (L limbs), or -1. The range check of every
+ * received ciphertext: one pass, nearly every row decided by its top limb (numpy needs a
+ * strided pass per limb and several temporaries).
+ */
+static PyObject *py_first_outside(PyObject *self, PyObject *args) {
+    Py_buffer a, t; Py_ssize_t L;
+    if (!PyArg_ParseTuple(args, "y*ny*", &a, &L, &t)) return NULL;
+    if (L <= 0 || t.len != 8 * L || a.len % (8 * L) != 0) {
+        PyBuffer_Release(&a); PyBuffer_Release(&t);
+        PyErr_SetString(PyExc_ValueError, "first_outside: rows and top must have L limbs");
+        return NULL;
+    }
+    Py_ssize_t N = a.len / (8 * L), bad = -1;
+    const uint64_t *x = (const uint64_t *)a.buf, *m = (const uint64_t *)t.buf;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < N; i++) {
+        const uint64_t *r = x + i * L;
+        Py_ssize_t j = L - 1;
+        while (j >= 0 && r[j] == m[j]) j--;
+        if (j < 0 || r[j] > m[j]) { bad = i; break; } /* >= top */
+        Py_ssize_t k = L - 1;                          /* below top: is it 0? */
+        while (k >= 0 && r[k] == 0) k--;
+        if (k < 0) { bad = i; break; }
+    }
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&a); PyBuffer_Release(&t);
+    return PyLong_FromSsize_t(bad);
+}
+
 /* ------------------------------------------------------------------------------------
  * Okamoto–Uchiyama kernels (hefl/he/_ou_cpu.py).  They work on mpn limbs directly
  * (no mpz import/export per multiplication), so they need 64-bit GMP limbs; where GMP
@@ -591,6 +622,7 @@ static PyMethodDef methods[] = {
     {"bucket_prod", py_bucket_prod, METH_VARARGS, "bucket_prod(a, ids, F, nb, m, out, L)"},
     {"decrypt", py_decrypt, METH_VARARGS, "decrypt(c, Lc, p, q, hp, hq, qinv, out, Ln, Lh)"},
     {"crt", py_crt, METH_VARARGS, "crt(xp, Lp, xq, Lq, p2, q2, q2inv, out, L)"},
+    {"first_outside", py_first_outside, METH_VARARGS, "first_outside(a, L, top) -> first row 0 or >= top, or -1"},
     {"check_range", py_check_range, METH_VARARGS, "check_range(a, L, n, Ln, nsq) -> first bad row or -1"},
 #ifdef HEFL_OU_KERNELS
     {"fbt_prod", py_fbt_prod, METH_VARARGS, "fbt_prod(init, Li, t1, lev1, e1, Le1, t2, t2n, lev2, e2, Le2, neg, m, rk, out, L)"},

@@ -233,3 +233,42 @@ def test_hold_on_the_cpu_is_the_array_itself(which, request):
         kit.bucket_sum_held(x, rows, ids, 3)
     with pytest.raises(ValueError, match="1-d"):
         kit.hold(ca.reshape(3, 4))
+
+
+@pytest.mark.parametrize("native", [True, False], ids=["native", "numpy"])
+def test_received_bytes_range_checked_by_either_engine(pkit, monkeypatch, native):
+    """Zero and >= n^2 rows are refused wherever they are, by the C pass and numpy alike."""
+    from hefl.he import _limbkit
+
+    if native and _limbkit._NATIVE is None:
+        pytest.skip("hefl._native is not built here")
+    if not native:
+        monkeypatch.setattr(_limbkit, "_NATIVE", None)
+    w = pkit.cipher_width
+    good = bytearray(pkit.encrypt(np.arange(5)).to_bytes())
+    nsq = (pkit.n**2).to_bytes(w, "little")
+    for row in range(5):
+        for bad in (b"\0" * w, nsq, (pkit.n**2 + 1).to_bytes(w, "little"), b"\xff" * w):
+            data = bytearray(good)
+            data[row * w:(row + 1) * w] = bad
+            with pytest.raises(InvalidCiphertextError, match=f"ciphertext {row} is outside"):
+                pkit.cipher_from_bytes(bytes(data), (5,), 0)
+    below = (pkit.n**2 - 1).to_bytes(w, "little") + (1).to_bytes(w, "little")
+    assert pkit.cipher_from_bytes(below, (2,), 0).shape == (2,)
+
+
+def test_native_first_outside_matches_numpy():
+    from hefl.he import _limbkit
+
+    if _limbkit._NATIVE is None:
+        pytest.skip("hefl._native is not built here")
+    rng = np.random.default_rng(7)
+    for L in (1, 2, 5):
+        for _ in range(400):
+            top = rng.integers(0, 3, size=L, dtype=np.uint64)
+            rows = rng.integers(0, 3, size=(int(rng.integers(0, 5)), L), dtype=np.uint64)
+            if rows.shape[0] and rng.random() < 0.3:
+                rows[int(rng.integers(rows.shape[0]))] = top
+            assert _limbkit._NATIVE.first_outside(rows, L, top) == _limbkit.first_outside(rows, top)
+    with pytest.raises(ValueError, match="L limbs"):
+        _limbkit._NATIVE.first_outside(np.zeros((2, 3), np.uint64), 2, np.zeros(3, np.uint64))
