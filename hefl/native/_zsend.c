@@ -36,6 +36,14 @@ static int (*p_init_data)(zmq_msg_t *, void *, size_t, zfree_fn *, void *);
 static int (*p_msg_send)(zmq_msg_t *, void *, int);
 static int (*p_msg_close)(zmq_msg_t *);
 static int (*p_errno)(void);
+static int (*p_getsockopt)(void *, int, void *, size_t *);
+typedef struct {
+    void *socket;
+    int fd;
+    short events;
+    short revents;
+} zmq_pollitem_t; /* libzmq's, on POSIX */
+static int (*p_poll)(zmq_pollitem_t *, int, long);
 
 #if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 30))
 #define WAIT_CLOCK CLOCK_MONOTONIC /* a wall-clock step cannot stretch a wait */
@@ -191,8 +199,10 @@ static PyObject *py_bind(PyObject *self, PyObject *args) {
     }
     void *init_data = dlsym(lib, "zmq_msg_init_data"), *msg_send = dlsym(lib, "zmq_msg_send");
     void *msg_close = dlsym(lib, "zmq_msg_close"), *errno_fn = dlsym(lib, "zmq_errno");
-    void *version = dlsym(lib, "zmq_version");
-    if (!init_data || !msg_send || !msg_close || !errno_fn || !version) {
+    void *version = dlsym(lib, "zmq_version"), *getsockopt_fn = dlsym(lib, "zmq_getsockopt");
+    void *poll_fn = dlsym(lib, "zmq_poll");
+    if (!init_data || !msg_send || !msg_close || !errno_fn || !version || !getsockopt_fn ||
+        !poll_fn) {
         dlclose(lib);
         PyErr_SetString(PyExc_OSError, "the libzmq functions are not visible through pyzmq");
         return NULL;
@@ -211,6 +221,8 @@ static PyObject *py_bind(PyObject *self, PyObject *args) {
     *(void **)&p_msg_send = msg_send;
     *(void **)&p_msg_close = msg_close;
     *(void **)&p_errno = errno_fn;
+    *(void **)&p_getsockopt = getsockopt_fn;
+    *(void **)&p_poll = poll_fn;
     return Py_BuildValue("(iii)", major, minor, patch);
 }
 
@@ -279,6 +291,63 @@ static PyObject *py_send(PyObject *self, PyObject *args) {
     return Py_BuildValue("(iN)", 0, (PyObject *)s);
 }
 
+/* ZMQ_EVENTS of a socket: what pyzmq's Socket.get(zmq.EVENTS) returns, without the
+ * option-enum lookup pyzmq does on every call (the receive loop asks once per message).
+ * The caller owns the socket (not closed, used by this thread only). */
+static PyObject *py_events(PyObject *self, PyObject *arg) {
+    (void)self;
+    unsigned long long sock = PyLong_AsUnsignedLongLong(arg);
+    if (sock == (unsigned long long)-1 && PyErr_Occurred()) return NULL;
+    if (!p_getsockopt) {
+        PyErr_SetString(PyExc_RuntimeError, "hefl._zsend is not bound (call bind() first)");
+        return NULL;
+    }
+    if (!sock) {
+        PyErr_SetString(PyExc_ValueError, "null socket");
+        return NULL;
+    }
+    int events = 0;
+    size_t size = sizeof events;
+    if (p_getsockopt((void *)(uintptr_t)sock, 15 /* ZMQ_EVENTS */, &events, &size) != 0) {
+        int err = p_errno();
+        return PyLong_FromLong(-(long)(err ? err : EIO));
+    }
+    return PyLong_FromLong(events);
+}
+
+/* Wait up to timeout_ms for a message on one socket (zmq_poll, GIL released): 1 when
+ * one is there, 0 when none came (or a signal cut the wait short), -errno on an error.
+ * pyzmq's Poller does the same with a Python layer around it; the receive loop waits
+ * once per message. The caller owns the socket. */
+static PyObject *py_poll_in(PyObject *self, PyObject *args) {
+    (void)self;
+    unsigned long long sock;
+    long timeout_ms;
+    if (!PyArg_ParseTuple(args, "Kl", &sock, &timeout_ms)) return NULL;
+    if (!p_poll) {
+        PyErr_SetString(PyExc_RuntimeError, "hefl._zsend is not bound (call bind() first)");
+        return NULL;
+    }
+    if (!sock) {
+        PyErr_SetString(PyExc_ValueError, "null socket");
+        return NULL;
+    }
+    zmq_pollitem_t item = {(void *)(uintptr_t)sock, 0, 1 /* ZMQ_POLLIN */, 0};
+    int rc, err = 0;
+    Py_BEGIN_ALLOW_THREADS;
+    rc = p_poll(&item, 1, timeout_ms);
+    err = rc < 0 ? p_errno() : 0;
+    Py_END_ALLOW_THREADS;
+    if (rc < 0) {
+        if (err == EINTR) {
+            if (PyErr_CheckSignals() < 0) return NULL;
+            return PyLong_FromLong(0);
+        }
+        return PyLong_FromLong(-(long)(err ? err : EIO));
+    }
+    return PyLong_FromLong(rc > 0 && (item.revents & 1) ? 1 : 0);
+}
+
 static PyObject *py_pending(PyObject *self, PyObject *noargs) {
     (void)self;
     (void)noargs;
@@ -294,6 +363,10 @@ static PyMethodDef methods[] = {
      " OSError where it cannot be found or is another version"},
     {"send", py_send, METH_VARARGS,
      "send(socket_address, buffer, flags) -> (errno, Sent or None): one zero-copy frame"},
+    {"events", py_events, METH_O,
+     "events(socket_address) -> int: the socket's ZMQ_EVENTS, or -errno"},
+    {"poll_in", py_poll_in, METH_VARARGS,
+     "poll_in(socket_address, timeout_ms) -> 1 if a message is there, 0 if none came, or -errno"},
     {"orphans", py_pending, METH_NOARGS,
      "orphans() -> int: frames still held by ZeroMQ whose Sent object is gone"},
     {NULL, NULL, 0, NULL}};

@@ -166,7 +166,9 @@ class Channel(ABC):
             raise ProtocolError(f"message of {len(frames)} frames exceeds the limit of "
                                 f"{wire.MAX_FRAMES} (send fewer, larger arrays)",
                                 peer=",".join(peers), tag=tag)
-        total = len(header) + sum(memoryview(f).nbytes for f in frames)
+        total = len(header)
+        for f in frames:
+            total += memoryview(f).nbytes
         if total > self.max_message_bytes or len(header) > wire.MAX_HEADER_BYTES:
             raise ProtocolError(
                 f"message of {total} bytes exceeds the limit of {self.max_message_bytes}"
@@ -293,10 +295,12 @@ class Channel(ABC):
         """The open channel, known and distinct ``peers`` and a valid ``tag``; the peers as a list."""
         self._check_open()
         peers = list(peers)
+        state = self._state
         for p in peers:
-            self._check_peer(p, tag)
+            if type(p) is not str or p not in state:
+                self._check_peer(p, tag)
         self._check_tag(tag, peers[0] if peers else None)
-        if len(set(peers)) != len(peers):
+        if len(peers) > 1 and len(set(peers)) != len(peers):
             raise ProtocolError("the same peer is listed twice", peer=",".join(peers), tag=tag)
         return peers
 

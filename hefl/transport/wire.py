@@ -69,7 +69,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -330,9 +329,40 @@ def encode_payload(obj: Any, on_kit: Callable[[Any], None] | None = None
     return body, enc.frames, enc.borrowed
 
 
+def _nd_message(src: str, tag: str, arr: np.ndarray) -> tuple[bytes, list[Any], bool] | None:
+    """``build_message`` for one C-contiguous numeric array (the bulk of the traffic), or
+    ``None`` for anything else. The same bytes as the general path, without its JSON
+    encoder and descriptor walk: ``src`` and ``tag`` must match ``_NAME_RE`` and
+    ``_TAG_RE`` (checked here), whose characters need no JSON escaping."""
+    dt = arr.dtype
+    if (
+        not arr.flags.c_contiguous
+        or dt.kind not in _ND_KINDS
+        or dt.fields is not None
+        or dt.subdtype is not None
+        or not _NAME_RE.match(src)
+        or len(tag) > MAX_TAG_LENGTH
+        or not _TAG_RE.match(tag)
+    ):
+        return None
+    raw = arr.reshape(-1).view(np.uint8).data
+    shape = ",".join(map(str, arr.shape))
+    header = (f'{{"v":{PROTOCOL_VERSION},"src":"{src}","kind":"msg","tag":"{tag}","body":'
+              f'{{"k":"nd","dtype":"{dt.str}","shape":[{shape}],"order":"C","f":0}},'
+              f'"sizes":[{raw.nbytes}]}}')
+    return header.encode("ascii"), [raw], True
+
+
+_ND_KINDS = frozenset("biufc")
+
+
 def build_message(src: str, tag: str, obj: Any, on_kit: Callable[[Any], None] | None = None
                   ) -> tuple[bytes, list[Any], bool]:
     """Encode ``obj`` as a message for ``tag``: (header bytes, frames, borrowed)."""
+    if type(obj) is np.ndarray and type(src) is str and type(tag) is str:
+        fast = _nd_message(src, tag, obj)
+        if fast is not None:
+            return fast
     body, frames, borrowed = encode_payload(obj, on_kit)
     sizes = [memoryview(f).nbytes for f in frames]
     header = {"v": PROTOCOL_VERSION, "src": src, "kind": "msg", "tag": tag, "body": body,
@@ -376,7 +406,7 @@ def parse_header(data: Any, max_bytes: int = MAX_HEADER_BYTES) -> dict:
     if mv.nbytes > max_bytes:
         raise BadMessage(f"header of {mv.nbytes} bytes exceeds the limit of {max_bytes}")
     try:
-        header = json.loads(str(mv, "utf-8"))
+        header = _json_loads(str(mv, "utf-8"))
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         raise BadMessage(f"header is not valid UTF-8 JSON ({type(exc).__name__})") from None
     if not isinstance(header, dict):
@@ -398,13 +428,34 @@ def parse_header(data: Any, max_bytes: int = MAX_HEADER_BYTES) -> dict:
     if not isinstance(header.get("body"), dict):
         raise BadMessage("header has no payload descriptor")
     sizes = header.get("sizes")
-    if (
-        not isinstance(sizes, list)
-        or len(sizes) > MAX_FRAMES
-        or not all(type(s) is int and s >= 0 for s in sizes)
-    ):
+    if not isinstance(sizes, list) or len(sizes) > MAX_FRAMES:
         raise BadMessage("header has no valid list of frame sizes")
+    for size in sizes:
+        if type(size) is not int or size < 0:
+            raise BadMessage("header has no valid list of frame sizes")
     return header
+
+
+_SCAN = json.decoder.JSONDecoder().scan_once  # the C scanner when there is one
+_WS = json.decoder.WHITESPACE.match
+
+
+def _json_loads(text: str) -> Any:
+    """``json.loads(text)`` (same result, same errors) without its Python layers: the
+    header of every message goes through it."""
+    start = _WS(text, 0).end() if text[:1] in _WS_CHARS else 0
+    try:
+        obj, end = _SCAN(text, start)
+    except StopIteration as exc:
+        raise json.JSONDecodeError("Expecting value", text, exc.value) from None
+    if end != len(text):
+        end = _WS(text, end).end()
+        if end != len(text):
+            raise json.JSONDecodeError("Extra data", text, end)
+    return obj
+
+
+_WS_CHARS = frozenset(" \t\n\r")
 
 
 def check_frames(header: dict, frames: list[Any], max_message_bytes: int) -> int:
@@ -464,6 +515,8 @@ class _Decoder:
         if not isinstance(desc, dict) or not isinstance(desc.get("k"), str):
             raise BadMessage("payload descriptor is not an object with a kind")
         k = desc["k"]
+        if k == "nd":  # the common case first
+            return self.array(desc)
         if k == "bytes":
             return self.frame(desc.get("f")).tobytes()
         if k == "str":
@@ -482,8 +535,6 @@ class _Decoder:
             if not (v is None or isinstance(v, (bool, int, float, str))):
                 raise BadMessage("container value is not a JSON primitive")
             return v
-        if k == "nd":
-            return self.array(desc)
         if k in ("list", "tuple"):
             items = desc.get("items")
             if not isinstance(items, list):
@@ -510,26 +561,28 @@ class _Decoder:
         dt = _DTYPES.get(dtype_s) if type(dtype_s) is str else None
         if dt is None:
             dt = _plain_dtype(dtype_s)
-        if (
-            not isinstance(shape, list)
-            or len(shape) > _MAX_NDIM
-            or not all(type(s) is int and s >= 0 for s in shape)
-        ):
+        if not isinstance(shape, list) or len(shape) > _MAX_NDIM:
             raise BadMessage("array shape is not a list of non-negative ints")
+        expected = span = dt.itemsize
+        for s in shape:
+            if type(s) is not int or s < 0:
+                raise BadMessage("array shape is not a list of non-negative ints")
+            expected *= s
+            span *= s or 1
         if order not in ("C", "F"):
             raise BadMessage(f"array order {str(order)[:10]!r} is not 'C' or 'F'")
-        if math.prod(max(s, 1) for s in shape) * dt.itemsize >= 2**62:
+        if span >= 2**62:
             # numpy cannot even describe it (an empty array of shape [0, 2**62, 2**62])
             raise BadMessage(f"array shape {str(shape)[:80]} is too large")
         mv = self.frame(desc.get("f"))
-        expected = math.prod(shape) * dt.itemsize
         if mv.nbytes != expected:
             raise BadMessage(
                 f"array of shape {tuple(shape)} and dtype {dtype_s} needs {expected} bytes,"
                 f" frame has {mv.nbytes}"
             )
         flat = np.frombuffer(mv, dtype=dt) if expected else np.empty(0, dtype=dt)
-        if not flat.flags.writeable or not flat.flags.aligned:
+        flags = flat.flags
+        if not flags.writeable or not flags.aligned:
             flat = flat.copy()
         arr = flat.reshape(shape[::-1]).T if order == "F" else flat.reshape(shape)
         if desc.get("scalar") is True:

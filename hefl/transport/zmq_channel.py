@@ -390,7 +390,6 @@ class ZmqChannel(Channel):
                                  peer=peer, tag=tag)
         parts, sent = self._frames(header, frames)
         deadline = time.monotonic() + self.recv_timeout
-        st = self._peer_state(peer)
         with link.lock:
             while True:
                 if link.closed:
@@ -399,12 +398,12 @@ class ZmqChannel(Channel):
                     sent += _send_parts(link.sock, parts)
                     break
                 except zmq.Again:
-                    self._check_send(peer, tag, deadline, st)
+                    self._check_send(peer, tag, deadline)
                     link.sock.poll(50, zmq.POLLOUT)
         del parts  # drop our references to the frames so that they can be released
         for done in sent:
             while not done.wait(0.05):
-                self._check_send(peer, tag, deadline, st)
+                self._check_send(peer, tag, deadline)
 
     def _frames(self, header: bytes, frames: list[Any]) -> tuple[list[tuple[Any, int]], list[Any]]:
         """``(part, how)`` pairs for a message, and the events set once ZeroMQ has
@@ -448,19 +447,16 @@ class ZmqChannel(Channel):
             if self._router_lock.acquire(timeout=step):
                 try:
                     # Another thread may have delivered what we wait for meanwhile.
-                    if self._gen == gen and not self.closed:
-                        if self._router_poller is None:
-                            self._router_poller = zmq.Poller()
-                            self._router_poller.register(self._router, _POLLIN)
-                        if self._router_poller.poll(int(step * 1000)):
-                            self._drain_router(self._pong)
+                    if self._gen == gen and not self.closed and self._poll_router(step):
+                        self._drain_router(self._pong)
                 finally:
                     self._router_lock.release()
         finally:
             self._cond.acquire()
             self._router_wanted -= 1
 
-    def _check_send(self, peer: str, tag: str, deadline: float, st: Any) -> None:
+    def _check_send(self, peer: str, tag: str, deadline: float) -> None:
+        st = self._peer_state(peer)
         if st.lost is not None:
             raise PeerLostError(f"while sending: {st.lost}", peer=peer, tag=tag)
         if self.closed:
@@ -629,23 +625,54 @@ class ZmqChannel(Channel):
                         lk.sock.close(linger=0)
             self._zctx.term()
 
-    def _drain_router(self, pong: bytes) -> None:
+    def _poll_router(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` s for a message on the ROUTER; call with ``_router_lock``
+        held (under which the ROUTER is closed)."""
         router = self._router
+        if router.closed:
+            return False
+        ms = int(timeout * 1000)
+        if _ZSEND is not None:  # pyzmq's Poller, less its Python layer
+            ready = _ZSEND.poll_in(router.underlying, ms)
+            if ready < 0:
+                raise _zmq_error(-ready)
+            return ready > 0
+        if self._router_poller is None:
+            self._router_poller = zmq.Poller()
+            self._router_poller.register(router, _POLLIN)
+        return bool(self._router_poller.poll(ms))
+
+    def _drain_router(self, pong: bytes) -> int:
+        """Take what the ROUTER holds (up to 1,000 messages); return how many. Call with
+        ``_router_lock`` held (under which the ROUTER is closed)."""
+        router = self._router
+        if router.closed:
+            return 0
+        events = _ZSEND.events if _ZSEND is not None else None
+        addr = router.underlying
+        recv = router.recv
+        idents = self._idents
         for i in range(1000):
-            if i and not router.get(_EVENTS) & _POLLIN:
-                return  # cheaper than a recv failing with zmq.Again
+            if i:
+                # ZMQ_EVENTS: cheaper than a recv failing with zmq.Again (and than pyzmq's
+                # router.get, which looks the option up in an enum on every call)
+                ev = events(addr) if events is not None else router.get(_EVENTS)
+                if ev < 0:
+                    raise _zmq_error(-ev)
+                if not ev & _POLLIN:
+                    return i
             try:
-                part = router.recv(_NOBLOCK, copy=False)
+                part = recv(_NOBLOCK, copy=False)
             except zmq.Again:
-                return
+                return i
             parts = [part]
             while part.more:  # the rest of a multipart message is there already
-                part = router.recv(_NOBLOCK, copy=False)
+                part = recv(_NOBLOCK, copy=False)
                 parts.append(part)
             if len(parts) < 2:
                 continue
             ident = parts[0].bytes
-            known = self._idents.get(ident)
+            known = idents.get(ident)
             if known is None:
                 if ident not in self._unknown_logged and len(self._unknown_logged) < 100:
                     self._unknown_logged.add(ident)
@@ -666,6 +693,7 @@ class ZmqChannel(Channel):
                 self._on_beat(peer, ident, parts, pong)
                 continue
             self._ingest(peer, parts[1], parts[2:])
+        return 1000
 
     def _on_beat(self, peer: str, ident: bytes, parts: list[Any], pong: bytes) -> None:
         try:

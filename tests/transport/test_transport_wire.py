@@ -264,3 +264,50 @@ def test_announced_limit_is_a_positive_int_or_nothing():
     assert wire.announced_limit(wire.parse_header(wire.control_header("a", "ping"))) is None
     for junk in (0, -5, True, 1.5, "100", None, [1]):
         assert wire.announced_limit({"max": junk}) is None
+
+
+def _general_message(src, tag, obj):
+    """build_message's general path (descriptor walk + JSON encoder), for comparison."""
+    body, frames, borrowed = wire.encode_payload(obj)
+    header = {"v": wire.PROTOCOL_VERSION, "src": src, "kind": "msg", "tag": tag, "body": body,
+              "sizes": [memoryview(f).nbytes for f in frames]}
+    return wire._HEADER_JSON.encode(header).encode(), frames, borrowed
+
+
+@pytest.mark.parametrize("dtype", ["<f8", ">f8", "<f4", "|b1", "<c16", ">c8", "<i8", "|u1",
+                                   "<u2", "<f2", "<m8", "|V4", "<U3"])
+@pytest.mark.parametrize("shape", [(), (0,), (5,), (3, 4), (2, 0, 3)])
+@pytest.mark.parametrize("tag", ["m1", "tree-3/level-2/hist", "x" * 600, "a/../b", 'a"b'])
+def test_array_fast_path_builds_the_same_message(dtype, shape, tag):
+    arr = np.arange(int(np.prod(shape)) or 0).astype(dtype).reshape(shape) if dtype[1] in "fiucb" \
+        else np.zeros(shape, dtype)
+    for a in (arr, np.asfortranarray(arr), arr[..., ::2] if arr.ndim else arr):
+        try:
+            want = _general_message("alice", tag, a)
+        except TypeError:
+            with pytest.raises(TypeError):
+                wire.build_message("alice", tag, a)
+            continue
+        got = wire.build_message("alice", tag, a)
+        assert got[0] == want[0] and got[2] == want[2]
+        assert [bytes(f) for f in got[1]] == [bytes(f) for f in want[1]]
+        h = wire.parse_header(got[0]) if wire._TAG_RE.match(tag) and len(tag) <= 512 else None
+        if h is not None:
+            assert np.array_equal(wire.decode_payload(h["body"], list(got[1])), a)
+
+
+@pytest.mark.parametrize("text", [
+    '{"a":1}', ' {"a": [1, 2.5, "x\\u00e9", null, true]} \n', "", " ", "{", '{"a":1} x', "[1,2]",
+    '"s"', "NaN", "1e400", '{"a":1}{"b":2}', '{"a":1,"a":2}', "\t[]\r\n", '{"a":"\\ud800"}',
+    '{"a":"\x01"}', "-", '{"a":1', "[1,]", "\n\n", "\x0b{}", "{}\x0c", "[" * 3000 + "]" * 3000,
+])
+def test_header_json_parser_is_json_loads(text):
+    def outcome(f):
+        try:
+            return "ok", f(text)
+        except RecursionError:
+            return ("deep",)
+        except ValueError as exc:
+            return type(exc).__name__, str(exc)
+
+    assert outcome(wire._json_loads) == outcome(json.loads)

@@ -185,3 +185,46 @@ def test_sweep_survives_a_finalizer_that_sends_again(dealer):
     while zsend.orphans() and time.monotonic() < deadline:
         time.sleep(0.01)
     assert zsend.orphans() == 0
+
+
+def test_events_and_poll_in_agree_with_pyzmq():
+    ctx = zmq.Context()
+    r, d = ctx.socket(zmq.ROUTER), ctx.socket(zmq.DEALER)
+    try:
+        port = r.bind_to_random_port("tcp://127.0.0.1")
+        d.connect(f"tcp://127.0.0.1:{port}")
+        addr = r.underlying
+        assert zsend.events(addr) == r.get(zmq.EVENTS)
+        assert not zsend.events(addr) & zmq.POLLIN
+        t = time.monotonic()
+        assert zsend.poll_in(addr, 50) == 0  # nothing came: waits its timeout
+        assert time.monotonic() - t >= 0.04
+        d.send_multipart([b"a", b"b"])
+        assert zsend.poll_in(addr, 5000) == 1
+        assert zsend.events(addr) & zmq.POLLIN and zsend.events(addr) == r.get(zmq.EVENTS)
+        assert r.recv_multipart()[1:] == [b"a", b"b"]
+        assert zsend.poll_in(addr, 0) == 0
+        with pytest.raises(ValueError, match="null socket"):
+            zsend.events(0)
+        with pytest.raises(ValueError, match="null socket"):
+            zsend.poll_in(0, 0)
+    finally:
+        d.close(linger=0)
+        r.close(linger=0)
+        ctx.term()
+
+
+def test_receiving_without_zsend_uses_pyzmq(monkeypatch):
+    """The fallback (no hefl._zsend): pyzmq's Poller and EVENTS, same messages."""
+    monkeypatch.setattr(zmq_channel, "_ZSEND", None)
+    a = zmq_channel.ZmqChannel("alice", ["bob"], heartbeat_timeout=5.0)
+    b = zmq_channel.ZmqChannel("bob", ["alice"], heartbeat_timeout=5.0)
+    try:
+        a.connect({"bob": b.bound_address})
+        b.connect({"alice": a.bound_address})
+        for i in range(50):
+            a.send("bob", f"m{i}", np.full(1000, i))
+        assert [int(b.recv("alice", f"m{i}", timeout=10)[0]) for i in range(50)] == list(range(50))
+    finally:
+        a.close(linger=0)
+        b.close(linger=0)
