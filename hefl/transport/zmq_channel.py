@@ -642,12 +642,12 @@ class ZmqChannel(Channel):
             self._router_poller.register(router, _POLLIN)
         return bool(self._router_poller.poll(ms))
 
-    def _drain_router(self, pong: bytes) -> int:
-        """Take what the ROUTER holds (up to 1,000 messages); return how many. Call with
-        ``_router_lock`` held (under which the ROUTER is closed)."""
+    def _drain_router(self, pong: bytes) -> None:
+        """Take what the ROUTER holds (up to 1,000 messages). Call with ``_router_lock``
+        held (under which the ROUTER is closed)."""
         router = self._router
         if router.closed:
-            return 0
+            return
         events = _ZSEND.events if _ZSEND is not None else None
         addr = router.underlying
         recv = router.recv
@@ -660,11 +660,11 @@ class ZmqChannel(Channel):
                 if ev < 0:
                     raise _zmq_error(-ev)
                 if not ev & _POLLIN:
-                    return i
+                    return
             try:
                 part = recv(_NOBLOCK, copy=False)
             except zmq.Again:
-                return i
+                return
             parts = [part]
             while part.more:  # the rest of a multipart message is there already
                 part = recv(_NOBLOCK, copy=False)
@@ -693,7 +693,6 @@ class ZmqChannel(Channel):
                 self._on_beat(peer, ident, parts, pong)
                 continue
             self._ingest(peer, parts[1], parts[2:])
-        return 1000
 
     def _on_beat(self, peer: str, ident: bytes, parts: list[Any], pong: bytes) -> None:
         try:
