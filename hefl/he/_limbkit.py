@@ -17,6 +17,8 @@ from hefl.errors import InvalidCiphertextError
 from ._backend import ints_to_limbs, limbs_to_ints
 from .base import AdditiveKit, CipherArray
 
+_LIMB = np.dtype("<u8")
+
 try:  # pragma: no cover - depends on the build
     from hefl import _native as _NATIVE
 except ImportError:  # pragma: no cover
@@ -91,8 +93,9 @@ class LimbKit(AdditiveKit):
         return out
 
     def _from_bytes(self, data: bytes, count: int, adopt: bool = False):
-        arr = np.frombuffer(data, dtype="<u8").reshape(count, self.Lc)
-        if not (adopt and arr.flags.writeable and arr.flags.aligned) or arr.dtype != np.uint64:
+        arr = np.frombuffer(data, dtype=_LIMB).reshape(count, self.Lc)
+        flags = arr.flags
+        if not (adopt and flags.writeable and flags.aligned) or arr.dtype != np.uint64:
             arr = arr.astype(np.uint64)  # our own memory: the caller keeps its buffer
         return self._check_range(arr)
 
@@ -100,12 +103,13 @@ class LimbKit(AdditiveKit):
         """``data`` if every row is in [1, ``cipher_modulus``), else InvalidCiphertextError."""
         if self._mod_limbs is None:
             self._mod_limbs = ints_to_limbs([self.cipher_modulus], self.Lc)[0]
+        flags = data.flags
         if (
             _NATIVE is not None
             and data.dtype == np.uint64
             and data.ndim == 2
-            and data.flags.c_contiguous
-            and data.flags.aligned
+            and flags.c_contiguous
+            and flags.aligned
         ):
             bad = _NATIVE.first_outside(data, self.Lc, self._mod_limbs)
         else:

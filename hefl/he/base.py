@@ -143,13 +143,13 @@ class CipherArray:
     def __init__(self, kit: AdditiveKit, data: np.ndarray, shape: tuple[int, ...], frac_bits: int):
         self.kit = kit
         self.data = data  # (*shape, *kit.item_shape)
-        self.shape = tuple(int(s) for s in shape)
+        self.shape = tuple(map(int, shape))
         self.frac_bits = int(frac_bits)
 
     # -- array protocol --------------------------------------------------------------
     @property
     def size(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
+        return math.prod(self.shape)
 
     @property
     def ndim(self) -> int:
@@ -399,7 +399,7 @@ class AdditiveKit(PublicKit):
         ``adopt=True`` hands the buffer over (nothing else will read or write it, e.g. a
         frame just received): a writable, aligned one then becomes the array's memory
         instead of being copied."""
-        shape = tuple(int(s) for s in shape)
+        shape = tuple(map(int, shape))
         count = math.prod(shape)  # exact: numpy's int64 product wraps around
         if len(data) != count * self.cipher_width:
             raise InvalidCiphertextError(

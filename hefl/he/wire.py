@@ -33,10 +33,8 @@ MAX_DIMS = 8
 
 def cipher_to_wire(ca) -> tuple[dict, list]:
     """(meta, frames) for a :class:`CipherArray` or CKKS array."""
-    from .ckks import CKKSArray
-
     fp = ca.kit.fingerprint()
-    if isinstance(ca, CKKSArray):
+    if type(ca) is not CipherArray and _is_ckks(ca):
         return {"scheme": "ckks", "fingerprint": fp, "shape": list(ca.shape), "chunks": len(ca.chunks)}, ca.frames()
     if not isinstance(ca, CipherArray):
         raise TypeError(f"not a cipher array: {type(ca).__name__}")
@@ -44,8 +42,17 @@ def cipher_to_wire(ca) -> tuple[dict, list]:
             "width": ca.kit.cipher_width}
     if ca.kit.scheme == "mock":
         return meta, [ca.to_bytes()]
-    flat = np.ascontiguousarray(ca._flat(), dtype="<u8")
+    flat = np.ascontiguousarray(ca._flat(), dtype=_LIMB)
     return meta, [memoryview(flat).cast("B")]
+
+
+_LIMB = np.dtype("<u8")
+
+
+def _is_ckks(ca) -> bool:
+    from .ckks import CKKSArray  # lazy: TenSEAL is imported only where CKKS is used
+
+    return isinstance(ca, CKKSArray)
 
 
 #: Most ciphertexts one array may announce (a frame is checked against it before any allocation).
@@ -54,10 +61,11 @@ MAX_CIPHERTEXTS = 2**40
 
 def _shape(meta: dict) -> tuple[int, ...]:
     shape = meta.get("shape")
-    if not isinstance(shape, list) or len(shape) > MAX_DIMS or not all(
-        isinstance(s, int) and not isinstance(s, bool) and 0 <= s < 2**40 for s in shape
-    ):
+    if not isinstance(shape, list) or len(shape) > MAX_DIMS:
         raise ProtocolError(f"invalid cipher array shape {str(shape)[:80]}")
+    for s in shape:
+        if not isinstance(s, int) or isinstance(s, bool) or not 0 <= s < 2**40:
+            raise ProtocolError(f"invalid cipher array shape {str(shape)[:80]}")
     # exact (Python int) product: numpy's int64 one wraps around, and [2**39]*8 "holds" 0
     if math.prod(shape) > MAX_CIPHERTEXTS:
         raise ProtocolError(f"cipher array shape {shape} holds more than {MAX_CIPHERTEXTS} ciphertexts")

@@ -494,6 +494,21 @@ def _plain_dtype(dtype_s: object) -> np.dtype:
     return dt
 
 
+_HE_WIRE: dict[str, Any] = {}
+
+
+def _he_wire_function(name: str) -> Any:
+    """``hefl.he.wire.<name>`` (imported once; ``None`` where hefl.he cannot be imported)."""
+    fn = _HE_WIRE.get(name)
+    if fn is None:
+        try:
+            from hefl.he import wire as he_wire
+        except ImportError:
+            return None
+        fn = _HE_WIRE[name] = getattr(he_wire, name)
+    return fn
+
+
 class _Decoder:
     def __init__(self, frames: list[Any], kits: Any, on_kit: Callable[[Any], None] | None):
         self.frames = frames
@@ -605,10 +620,9 @@ class _Decoder:
                 " (register_kit it, or have its owner send the public kit first)"
             )
         bufs = [self.frame(i) for i in idx]
-        try:
-            from hefl.he.wire import cipher_from_wire
-        except ImportError:
-            raise BadMessage("cannot decode ciphertexts: hefl.he.wire is not available") from None
+        cipher_from_wire = _he_wire_function("cipher_from_wire")
+        if cipher_from_wire is None:
+            raise BadMessage("cannot decode ciphertexts: hefl.he.wire is not available")
         try:
             # the frames are this message's own (the channel hands each out once)
             return cipher_from_wire(meta, bufs, kit, adopt=True)
