@@ -185,6 +185,20 @@ static PyTypeObject SentType = {
 
 /* ------------------------------------------------------------------ module */
 
+/* 1 when bind() found the libzmq function a call needs and the socket is not null;
+ * else 0 with the Python error set. */
+static int usable(unsigned long long sock, int bound) {
+    if (!bound) {
+        PyErr_SetString(PyExc_RuntimeError, "hefl._zsend is not bound (call bind() first)");
+        return 0;
+    }
+    if (!sock) {
+        PyErr_SetString(PyExc_ValueError, "null socket");
+        return 0;
+    }
+    return 1;
+}
+
 static PyObject *py_bind(PyObject *self, PyObject *args) {
     (void)self;
     const char *ext;
@@ -232,14 +246,7 @@ static PyObject *py_send(PyObject *self, PyObject *args) {
     PyObject *obj;
     int flags;
     if (!PyArg_ParseTuple(args, "KOi", &sock, &obj, &flags)) return NULL;
-    if (!p_init_data) {
-        PyErr_SetString(PyExc_RuntimeError, "hefl._zsend is not bound (call bind() first)");
-        return NULL;
-    }
-    if (!sock) {
-        PyErr_SetString(PyExc_ValueError, "null socket");
-        return NULL;
-    }
+    if (!usable(sock, p_init_data != NULL)) return NULL;
     sweep_orphans();
     hint_t *h = (hint_t *)PyMem_RawCalloc(1, sizeof(hint_t));
     if (!h) return PyErr_NoMemory();
@@ -298,14 +305,7 @@ static PyObject *py_events(PyObject *self, PyObject *arg) {
     (void)self;
     unsigned long long sock = PyLong_AsUnsignedLongLong(arg);
     if (sock == (unsigned long long)-1 && PyErr_Occurred()) return NULL;
-    if (!p_getsockopt) {
-        PyErr_SetString(PyExc_RuntimeError, "hefl._zsend is not bound (call bind() first)");
-        return NULL;
-    }
-    if (!sock) {
-        PyErr_SetString(PyExc_ValueError, "null socket");
-        return NULL;
-    }
+    if (!usable(sock, p_getsockopt != NULL)) return NULL;
     int events = 0;
     size_t size = sizeof events;
     if (p_getsockopt((void *)(uintptr_t)sock, 15 /* ZMQ_EVENTS */, &events, &size) != 0) {
@@ -324,14 +324,7 @@ static PyObject *py_poll_in(PyObject *self, PyObject *args) {
     unsigned long long sock;
     long timeout_ms;
     if (!PyArg_ParseTuple(args, "Kl", &sock, &timeout_ms)) return NULL;
-    if (!p_poll) {
-        PyErr_SetString(PyExc_RuntimeError, "hefl._zsend is not bound (call bind() first)");
-        return NULL;
-    }
-    if (!sock) {
-        PyErr_SetString(PyExc_ValueError, "null socket");
-        return NULL;
-    }
+    if (!usable(sock, p_poll != NULL)) return NULL;
     zmq_pollitem_t item = {(void *)(uintptr_t)sock, 0, 1 /* ZMQ_POLLIN */, 0};
     int rc, err = 0;
     Py_BEGIN_ALLOW_THREADS;

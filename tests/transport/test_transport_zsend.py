@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import socket
@@ -71,12 +72,23 @@ def test_bind_refuses_another_version_and_keeps_working():
     test_frame_arrives_and_is_released_once_sent()  # the earlier binding still stands
 
 
-def test_frame_arrives_and_is_released_once_sent():
+@contextlib.contextmanager
+def _router_dealer():
+    """A ROUTER and a DEALER connected to it over loopback; closed after."""
     ctx = zmq.Context()
     r, d = ctx.socket(zmq.ROUTER), ctx.socket(zmq.DEALER)
     try:
         port = r.bind_to_random_port("tcp://127.0.0.1")
         d.connect(f"tcp://127.0.0.1:{port}")
+        yield r, d
+    finally:
+        d.close(linger=0)
+        r.close(linger=0)
+        ctx.term()
+
+
+def test_frame_arrives_and_is_released_once_sent():
+    with _router_dealer() as (r, d):
         data = bytearray(np.arange(50_000, dtype=np.int64).tobytes())
         d.send(b"head", zmq.SNDMORE)
         err, sent = zsend.send(d.underlying, data, NOBLOCK)
@@ -86,10 +98,6 @@ def test_frame_arrives_and_is_released_once_sent():
         assert parts[1] == b"head" and parts[2] == bytes(data)
         assert sent.wait(5.0) and sent.done
         assert _resizable(data)  # released: the caller owns its memory again
-    finally:
-        d.close(linger=0)
-        r.close(linger=0)
-        ctx.term()
 
 
 def test_held_frame_waits_then_is_released_when_the_socket_closes(dealer):
@@ -188,11 +196,7 @@ def test_sweep_survives_a_finalizer_that_sends_again(dealer):
 
 
 def test_events_and_poll_in_agree_with_pyzmq():
-    ctx = zmq.Context()
-    r, d = ctx.socket(zmq.ROUTER), ctx.socket(zmq.DEALER)
-    try:
-        port = r.bind_to_random_port("tcp://127.0.0.1")
-        d.connect(f"tcp://127.0.0.1:{port}")
+    with _router_dealer() as (r, d):
         addr = r.underlying
         assert zsend.events(addr) == r.get(zmq.EVENTS)
         assert not zsend.events(addr) & zmq.POLLIN
@@ -208,10 +212,6 @@ def test_events_and_poll_in_agree_with_pyzmq():
             zsend.events(0)
         with pytest.raises(ValueError, match="null socket"):
             zsend.poll_in(0, 0)
-    finally:
-        d.close(linger=0)
-        r.close(linger=0)
-        ctx.term()
 
 
 def test_receiving_without_zsend_uses_pyzmq(monkeypatch):
