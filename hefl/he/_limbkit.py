@@ -20,9 +20,12 @@ from .base import AdditiveKit, CipherArray
 _LIMB = np.dtype("<u8")
 
 try:  # pragma: no cover - depends on the build
-    from hefl import _native as _NATIVE
+    from hefl import _native
+
+    # the C range check (None with an older build of the extension: numpy checks then)
+    _NATIVE_FIRST_OUTSIDE = getattr(_native, "first_outside", None)
 except ImportError:  # pragma: no cover
-    _NATIVE = None
+    _NATIVE_FIRST_OUTSIDE = None
 
 __all__ = ["HeldCiphers", "LimbKit"]
 
@@ -105,13 +108,13 @@ class LimbKit(AdditiveKit):
             self._mod_limbs = ints_to_limbs([self.cipher_modulus], self.Lc)[0]
         flags = data.flags
         if (
-            _NATIVE is not None
+            _NATIVE_FIRST_OUTSIDE is not None
             and data.dtype == np.uint64
             and data.ndim == 2
             and flags.c_contiguous
             and flags.aligned
         ):
-            bad = _NATIVE.first_outside(data, self.Lc, self._mod_limbs)
+            bad = _NATIVE_FIRST_OUTSIDE(data, self.Lc, self._mod_limbs)
         else:
             bad = first_outside(data, self._mod_limbs)
         self._refuse(bad, "")

@@ -315,7 +315,7 @@ static PyObject *py_check_range(PyObject *self, PyObject *args) {
 static PyObject *py_first_outside(PyObject *self, PyObject *args) {
     Py_buffer a, t; Py_ssize_t L;
     if (!PyArg_ParseTuple(args, "y*ny*", &a, &L, &t)) return NULL;
-    if (L <= 0 || t.len != 8 * L || a.len % (8 * L) != 0) {
+    if (L <= 0 || L > PY_SSIZE_T_MAX / 8 || t.len != 8 * L || a.len % (8 * L) != 0) {
         PyBuffer_Release(&a); PyBuffer_Release(&t);
         PyErr_SetString(PyExc_ValueError, "first_outside: rows and top must have L limbs");
         return NULL;

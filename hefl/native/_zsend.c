@@ -308,9 +308,11 @@ static PyObject *py_events(PyObject *self, PyObject *arg) {
     if (!usable(sock, p_getsockopt != NULL)) return NULL;
     int events = 0;
     size_t size = sizeof events;
-    if (p_getsockopt((void *)(uintptr_t)sock, 15 /* ZMQ_EVENTS */, &events, &size) != 0) {
+    while (p_getsockopt((void *)(uintptr_t)sock, 15 /* ZMQ_EVENTS */, &events, &size) != 0) {
         int err = p_errno();
-        return PyLong_FromLong(-(long)(err ? err : EIO));
+        if (err != EINTR) return PyLong_FromLong(-(long)(err ? err : EIO));
+        if (PyErr_CheckSignals() < 0) return NULL; /* a signal cut it short: ask again, as pyzmq does */
+        size = sizeof events;
     }
     return PyLong_FromLong(events);
 }

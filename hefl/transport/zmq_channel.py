@@ -79,6 +79,9 @@ def _bind_zsend() -> Any:
         from hefl import _zsend
     except ImportError:
         return None
+    if not all(hasattr(_zsend, f) for f in ("bind", "send", "events", "poll_in")):
+        log.debug("hefl._zsend is an older build: zero-copy sends through pyzmq's trackers")
+        return None  # a stale extension beside newer code: use pyzmq throughout
     try:
         from zmq.backend.cython import _zmq as pyzmq_ext
 

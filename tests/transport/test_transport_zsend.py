@@ -228,3 +228,14 @@ def test_receiving_without_zsend_uses_pyzmq(monkeypatch):
     finally:
         a.close(linger=0)
         b.close(linger=0)
+
+
+def test_an_older_zsend_build_is_not_used(monkeypatch):
+    """A stale extension without the receive helpers: pyzmq throughout, not AttributeError."""
+    import types
+
+    old = types.ModuleType("hefl._zsend")
+    old.bind, old.send = zsend.bind, zsend.send
+    monkeypatch.setitem(sys.modules, "hefl._zsend", old)
+    monkeypatch.setattr("hefl._zsend", old, raising=False)
+    assert zmq_channel._bind_zsend() is None
