@@ -31,6 +31,10 @@ def limbs_for(value: int) -> int:
     return max(1, (int(value).bit_length() + 63) // 64)
 
 
+#: The dtype of limb arrays: little-endian uint64, one row per number.
+LIMB_DTYPE = np.dtype("<u8")
+
+
 def ints_to_limbs(values, n_limbs: int) -> np.ndarray:
     """Python ints (each in [0, 2**(64*n_limbs))) -> (N, n_limbs) uint64 array."""
     nbytes = 8 * n_limbs

@@ -14,10 +14,8 @@ import numpy as np
 
 from hefl.errors import InvalidCiphertextError
 
-from ._backend import ints_to_limbs, limbs_to_ints
+from ._backend import LIMB_DTYPE, ints_to_limbs, limbs_to_ints
 from .base import AdditiveKit, CipherArray
-
-_LIMB = np.dtype("<u8")
 
 try:  # pragma: no cover - depends on the build
     from hefl import _native
@@ -96,7 +94,7 @@ class LimbKit(AdditiveKit):
         return out
 
     def _from_bytes(self, data: bytes, count: int, adopt: bool = False):
-        arr = np.frombuffer(data, dtype=_LIMB).reshape(count, self.Lc)
+        arr = np.frombuffer(data, dtype=LIMB_DTYPE).reshape(count, self.Lc)
         flags = arr.flags
         if not (adopt and flags.writeable and flags.aligned) or arr.dtype != np.uint64:
             arr = arr.astype(np.uint64)  # our own memory: the caller keeps its buffer

@@ -23,6 +23,7 @@ import numpy as np
 
 from hefl.errors import InvalidCiphertextError, KeyMismatchError, ProtocolError
 
+from ._backend import LIMB_DTYPE
 from .base import CipherArray, PublicKit, SecretKit
 
 __all__ = ["cipher_to_wire", "cipher_from_wire", "public_kit_to_wire", "load_public_kit", "MAX_DIMS",
@@ -42,11 +43,8 @@ def cipher_to_wire(ca) -> tuple[dict, list]:
             "width": ca.kit.cipher_width}
     if ca.kit.scheme == "mock":
         return meta, [ca.to_bytes()]
-    flat = np.ascontiguousarray(ca._flat(), dtype=_LIMB)
+    flat = np.ascontiguousarray(ca._flat(), dtype=LIMB_DTYPE)
     return meta, [memoryview(flat).cast("B")]
-
-
-_LIMB = np.dtype("<u8")
 
 
 def _is_ckks(ca) -> bool:
