@@ -11,24 +11,42 @@ import importlib
 import logging
 import sys
 
-_COMMAND_MODULES = [
-    "hefl.jobs.cli",
-    "hefl.transport.cli",
-    "hefl.psi.cli",
-    "hefl.tee.cli",
-    "hefl.gpu.cli",
-    "hefl.bench",
-]
+# Each sub-command and the module that registers it. A command line that names one loads
+# only that module: `hefl gpu warmup` on a GPU host does not import the job runner's
+# pydantic or PSI's cryptography, and starts faster. `hefl --help` loads them all.
+_COMMANDS = {
+    "run": "hefl.jobs.cli",
+    "validate": "hefl.jobs.cli",
+    "keygen": "hefl.transport.cli",
+    "psi": "hefl.psi.cli",
+    "audit": "hefl.tee.cli",
+    "tee": "hefl.tee.cli",
+    "gpu": "hefl.gpu.cli",
+    "bench": "hefl.bench",
+}
+_COMMAND_MODULES = list(dict.fromkeys(_COMMANDS.values()))
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _modules_for(argv: list[str]) -> list[str]:
+    """The modules to load for this command line: the named command's, else all of them."""
+    for word in argv:
+        if word == "--":
+            break
+        if not word.startswith("-"):  # hefl's own options (-v, -h) take no value
+            module = _COMMANDS.get(word)
+            return [module] if module else _COMMAND_MODULES
+    return _COMMAND_MODULES
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The ``hefl`` parser; with ``argv``, only the part that command line needs."""
     parser = argparse.ArgumentParser(
         prog="hefl",
         description="Homomorphic-encryption-first vertical federated learning.",
     )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in _COMMAND_MODULES:
+    for name in _modules_for(argv) if argv is not None else _COMMAND_MODULES:
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:
@@ -40,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     fmt = "%(asctime)s %(name)s %(levelname)s %(message)s"
     logging.basicConfig(

@@ -16,9 +16,21 @@ multi-host deployment, see :func:`run_one_party`). ``docs/jobs.md`` is the refer
 for the file format, the outputs and what each party learns.
 """
 
-from ._party import run_party
-from .config import Job, JobConfig, JobConfigError, load_job
-from .runner import JobResult, PartyFailed, format_summary, run_job, run_one_party
+# Loaded on first use (PEP 562): the ``hefl`` command imports hefl.jobs._progress for
+# its log format, and ``hefl gpu warmup`` or ``hefl keygen`` should not pull in pydantic
+# and pandas for a job they do not run.
+_LAZY = {
+    "run_party": "._party",
+    "Job": ".config",
+    "JobConfig": ".config",
+    "JobConfigError": ".config",
+    "load_job": ".config",
+    "JobResult": ".runner",
+    "PartyFailed": ".runner",
+    "format_summary": ".runner",
+    "run_job": ".runner",
+    "run_one_party": ".runner",
+}
 
 __all__ = [
            "Job",
@@ -32,3 +44,18 @@ __all__ = [
            "run_one_party",
            "run_party",
 ]
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -89,3 +89,30 @@ def test_prefetch_without_a_gpu_ends_quietly(no_cupy, monkeypatch):
     t = hg.prefetch()
     t.join(30)
     assert not t.is_alive() and hg.prefetch() is t  # once per process
+
+
+
+def test_gpu_commands_load_no_other_part_of_hefl():
+    # The device check's GPU machine has no pydantic or cryptography: `hefl gpu warmup`
+    # must not import the job runner, PSI or the TEE tools to list its own arguments.
+    import subprocess
+    import sys
+
+    code = ("import sys, hefl.cli; hefl.cli.main(['gpu', 'info']); "
+            "print(sorted(m for m in ('pydantic', 'yaml', 'cryptography', 'pandas', "
+            "'hefl.jobs.config', 'hefl.psi', 'hefl.tee') if m in sys.modules), file=sys.stderr)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stderr.strip().splitlines()[-1] == "[]"
+    assert '"available"' in out.stdout
+
+
+def test_command_table_names_every_registered_command():
+    from hefl import cli
+
+    parser = cli.build_parser()  # no command line: every module registers
+    sub = next(a for a in parser._actions if isinstance(a, type(parser._subparsers._group_actions[0])))
+    assert sorted(sub.choices) == sorted(cli._COMMANDS)
+    for command, module in cli._COMMANDS.items():
+        assert cli._modules_for(["-v", command, "--help"]) == [module]
+    assert cli._modules_for(["--help"]) == cli._COMMAND_MODULES
+    assert cli._modules_for(["no-such-command"]) == cli._COMMAND_MODULES
