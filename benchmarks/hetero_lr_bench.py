@@ -129,8 +129,11 @@ def main(argv: list[str] | None = None) -> dict:
               f"{r['cpu_seconds']:>9.1f}{r['auc']:>9.4f}{r['auc_ratio']:>12.4f}  {tgt + mark:<10}")
     print(f"load average before/after: {load_before[0]:.1f} / {load_after[0]:.1f} on {os.cpu_count()} CPUs")
 
-    import tenseal
+    versions = {"hefl": hefl.__version__, "numpy": np.__version__, "sklearn": sklearn.__version__}
+    if "ckks" in args.he:  # only then is TenSEAL needed (a GPU host may not have it)
+        import tenseal
 
+        versions["tenseal"] = getattr(tenseal, "__version__", "?")
     record = {
         "benchmark": "hetero_lr",
         "dataset": "default_credit",
@@ -147,8 +150,7 @@ def main(argv: list[str] | None = None) -> dict:
         "machine": {"platform": platform.platform(), "python": platform.python_version(),
                     "cpus": os.cpu_count(), "loadavg_before": [round(v, 2) for v in load_before],
                     "loadavg_after": [round(v, 2) for v in load_after]},
-        "versions": {"hefl": hefl.__version__, "numpy": np.__version__, "sklearn": sklearn.__version__,
-                     "tenseal": getattr(tenseal, "__version__", "?")},
+        "versions": versions,
     }
     line = json.dumps(record, sort_keys=True)
     print(line)
