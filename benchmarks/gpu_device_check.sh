@@ -7,8 +7,9 @@
 # pytest and hypothesis, which its image carries; hefl is used from this checkout
 # (PYTHONPATH), the C extension and gmpy2 are optional (the tests' oracle and the
 # benchmark's CPU baseline fall back to Python integers and say so in their output).
-# Writes at most 9 files, flat, into $OUT:
-#   device.txt        nvidia-smi, hefl.gpu.device_info(), versions
+# Writes at most 8 files (the device tool brings back 8), flat, into $OUT:
+#   device.txt        nvidia-smi, hefl.gpu.device_info(), versions; at the end, the exit
+#                     codes of the steps and any extension build errors
 #   warmup.log        hefl gpu warmup: first (cold) compile of the 2048-bit kernels, then a
 #                     second process loading them from CuPy's on-disk cache
 #   gpu_tests.log     pytest tests/gpu -m gpu (every GPU result against an integer oracle)
@@ -18,12 +19,16 @@
 #   sb.log, sb.jsonl  SecureBoost at HEFL_GPU_CHECK_SB_ROWS rows (default 100000; 0 skips),
 #                     GPU backend, CPU backend, then the GPU compressing as the CPU does
 #                     (--compress-slots max); kernels already in the cache
-#   status.txt        exit codes of the steps
-# Steps in this order: warm-up, GPU tests, SecureBoost, kernel benchmark.
-# Size and time caps keep the whole run near 7 minutes on an H100 (one device call);
+#   job.log           (step "job") hefl run configs/gpu.yaml: the YAML job on the GPU; needs
+#                     pydantic, cryptography (and cffi, pycparser) carried in .whl/
+#   lr.log, lr.jsonl  (step "lr") hetero LR benchmark, Paillier, GPU backend then CPU
+# Steps in this order: warm-up, GPU tests, SecureBoost, kernel benchmark, job, hetero LR.
+# HEFL_GPU_CHECK_STEPS picks them (default "tests sb bench"; the warm-up always runs).
+# The default steps took 159 s on an H200 (2026-11-27), one device call; caps bound them:
 # override with HEFL_GPU_CHECK_MAX_SIZE, HEFL_GPU_CHECK_BUDGET_S, HEFL_GPU_CHECK_TEST_TIMEOUT,
-# HEFL_GPU_CHECK_BENCH_TIMEOUT, HEFL_GPU_CHECK_SB_TIMEOUT; HEFL_GPU_CHECK_ONLY_SB=1 runs
-# the warm-up and SecureBoost only.
+# HEFL_GPU_CHECK_BENCH_TIMEOUT, HEFL_GPU_CHECK_SB_TIMEOUT, HEFL_GPU_CHECK_JOB_TIMEOUT,
+# HEFL_GPU_CHECK_LR_TIMEOUT; HEFL_GPU_CHECK_WARM_KEYS (default 2048; e.g. "2048 3072"),
+# HEFL_GPU_CHECK_SB_RUNS (default "gpu:auto cpu:auto gpu:max", backend:compress-slots).
 # If gmpy2 wheels were carried in .whl/ (see /work/.library/device/README.md), they are
 # installed into /tmp/site first, so that the CPU baseline uses GMP.
 set -u -o pipefail
@@ -53,7 +58,7 @@ if [ -d /tmp/site/gmpy2 ] && command -v gcc >/dev/null; then
   lib=$(ls /tmp/site/gmpy2.libs/libgmp*.so* 2>/dev/null | head -1)
   for m in _native _mont; do
     gcc -O3 -shared -fPIC -I"$inc" -I/tmp/site/gmpy2 "hefl/native/$m.c" "$lib" \
-      -Wl,-rpath,/tmp/site/gmpy2.libs -o "hefl/$m$suf" 2>>"$OUT/status.txt" \
+      -Wl,-rpath,/tmp/site/gmpy2.libs -o "hefl/$m$suf" 2>>"$OUT/build.err" \
       && echo "built hefl.$m" || echo "could not build hefl.$m (CPU baseline uses gmpy2)"
   done
 fi
@@ -84,11 +89,18 @@ if ! $PY -c "import gmpy2" 2>/dev/null; then
 fi
 
 # the first compile on this machine (cold), then what a second process pays (cache)
-{ echo "== cold"; $PY -m hefl gpu warmup --key-size 2048; echo "== cached (new process)"
-  $PY -m hefl gpu warmup --key-size 2048; } 2>&1 | tee "$OUT/warmup.log"
+: >"$OUT/warmup.log"; rc_warm=""
+for pass in cold "cached (new process)"; do
+  echo "== $pass" | tee -a "$OUT/warmup.log"
+  $PY -m hefl gpu warmup --key-size ${HEFL_GPU_CHECK_WARM_KEYS:-2048} 2>&1 | tee -a "$OUT/warmup.log"
+  rc_warm="$rc_warm${pass%% *}:$? "
+done
 
-rc_tests=0; rc_bench=0
-if [ -z "${HEFL_GPU_CHECK_ONLY_SB:-}" ]; then
+STEPS=" ${HEFL_GPU_CHECK_STEPS:-tests sb bench} "
+step() { case "$STEPS" in *" $1 "*) return 0;; *) return 1;; esac; }
+
+rc_tests=0; rc_bench=0; rc_job=""; rc_lr=""
+if step tests; then
 timeout "$TEST_TIMEOUT" $PY -m pytest tests/gpu -m gpu -q -rA -p no:cacheprovider \
   --durations=8 2>&1 | tee "$OUT/gpu_tests.log"
 rc_tests=$?
@@ -98,12 +110,12 @@ fi
 # figures (the 10x target) are already in
 rc_sb=""
 SB_ROWS=${HEFL_GPU_CHECK_SB_ROWS:-100000}
-if [ "$SB_ROWS" != 0 ]; then
+if step sb && [ "$SB_ROWS" != 0 ]; then
   # SecureBoost benchmark workload at HEFL_GPU_CHECK_SB_ROWS rows, GPU backend then CPU backend
   : >"$OUT/sb.jsonl"
   # the GPU with its own compression choice, the CPU, then the GPU packing as many values
   # per ciphertext as fit (the CPU's choice) for comparison
-  for run in gpu:auto cpu:auto gpu:max; do
+  for run in ${HEFL_GPU_CHECK_SB_RUNS:-gpu:auto cpu:auto gpu:max}; do
     be=${run%%:*}; slots=${run#*:}
     timeout "${HEFL_GPU_CHECK_SB_TIMEOUT:-150}" $PY benchmarks/secureboost_bench.py --rows "$SB_ROWS" \
       --trees "${HEFL_GPU_CHECK_SB_TREES:-10}" --backend $be --compress-slots $slots \
@@ -113,13 +125,33 @@ if [ "$SB_ROWS" != 0 ]; then
   done
 fi
 
-if [ -z "${HEFL_GPU_CHECK_ONLY_SB:-}" ]; then
+if step bench; then
 timeout "$BENCH_TIMEOUT" $PY benchmarks/gpu_vs_cpu.py --tune --max-size "$MAX_SIZE" --budget-s "$BUDGET" \
   --cpu-cap 1000 --cpu-cap-pow 200 --gpu-cap-decrypt 200000 --gpu-cap-pow 30000 \
   --out "$OUT/gpu_vs_cpu.json" --plot "$OUT/gpu_vs_cpu.png" 2>&1 | tee "$OUT/bench.log"
 rc_bench=$?
 fi
 
-echo "tests rc=$rc_tests bench rc=$rc_bench secureboost rc=${rc_sb:-skipped}" | tee -a "$OUT/status.txt"
+if step job; then
+  timeout "${HEFL_GPU_CHECK_JOB_TIMEOUT:-150}" $PY -m hefl run configs/gpu.yaml --output /tmp/hefl_gpu_job \
+    2>&1 | tee "$OUT/job.log"
+  rc_job=$?
+fi
+
+if step lr; then
+  : >"$OUT/lr.jsonl"
+  for be in gpu cpu; do
+    timeout "${HEFL_GPU_CHECK_LR_TIMEOUT:-120}" $PY benchmarks/hetero_lr_bench.py --he paillier --backend $be \
+      --out "$OUT/lr_$be.tmp" 2>&1 | tee -a "$OUT/lr.log"
+    rc_lr="$rc_lr$be:$? "
+    cat "$OUT/lr_$be.tmp" >>"$OUT/lr.jsonl" 2>/dev/null; rm -f "$OUT/lr_$be.tmp"
+  done
+fi
+
+{ cat "$OUT/build.err" 2>/dev/null; rm -f "$OUT/build.err"
+  echo "warmup rc=$rc_warm tests rc=$rc_tests bench rc=$rc_bench secureboost rc=${rc_sb:-skipped}" \
+    "job rc=${rc_job:-skipped} lr rc=${rc_lr:-skipped}"; } | tee -a "$OUT/device.txt"
 grep -E "passed|failed|error" "$OUT/gpu_tests.log" 2>/dev/null | tail -3
-[ "$rc_tests" -eq 0 ] && [ "$rc_bench" -eq 0 ]
+# every step that ran exited 0 (the lists read "name:rc name:rc ")
+! echo " $rc_warm $rc_sb $rc_lr " | grep -qE ':[1-9][0-9]* ' && [ "${rc_job:-0}" -eq 0 ] \
+  && [ "$rc_tests" -eq 0 ] && [ "$rc_bench" -eq 0 ]

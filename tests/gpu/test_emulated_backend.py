@@ -131,7 +131,8 @@ def _load_gpu_bench():
 
 @pytest.mark.parametrize("emu_backend", [(4, 2)], indirect=True, ids=["tpi4"])
 def test_benchmark_latency_widths_record(emu_backend, key256):
-    # what the next device run records for issue 7: both widths timed, results equal
+    # what the device check records ("one SecureBoost level" in gpu_vs_cpu_h200.log):
+    # both widths timed, results equal
     bench = _load_gpu_bench()
     lines = []
     rec = bench.latency_widths(emu_backend, key256, lines.append, cells=12, slots=4, bits=24)
