@@ -138,3 +138,17 @@ def test_held_rows_give_the_gathered_histogram(backend, oracle):
     ids = np.random.default_rng(6).integers(-1, 9, size=(200, 3), dtype=np.int32)
     assert np.array_equal(backend.bucket_sum_held(held, rows, ids, 9),
                           backend.bucket_sum(a[rows], ids, 9))
+
+
+def test_3072_bit_keys_match_the_oracle():
+    """3072-bit keys (192-limb ciphertexts, 96-limb CRT halves): every op equals the oracle.
+    Added after the 2026-11-27 device runs, which compiled these modules (hefl gpu warmup)
+    but checked results at 2048 bits only."""
+    from hefl.gpu.backend import GpuPaillierBackend
+    from hefl.gpu.reference import keygen_params
+
+    params = keygen_params(3072)
+    be, oracle = GpuPaillierBackend(params), _checks.Oracle(params)
+    assert be.nl == 192
+    for check in _checks.ALL_CHECKS:
+        check(be, oracle)
