@@ -554,6 +554,7 @@ class PassiveParty:
         self.active = active
         self.splits: list[dict] = []
         self.timer = PhaseTimer()
+        self.n_outputs: int | None = None  # set by the setup command, which comes first
         # permutations: never seeded by peers
         self._rng = np.random.default_rng(secrets.randbits(128) if permutation_seed is None else permutation_seed)
 
@@ -572,6 +573,8 @@ class PassiveParty:
             if not isinstance(cmd, dict) or not isinstance(cmd.get("op"), str):
                 raise ProtocolError("malformed command", peer=self.active, tag=tag)
             op = cmd["op"]
+            if self.n_outputs is None and op not in ("setup", "finish"):
+                raise ProtocolError(f"command {op!r} before setup", peer=self.active, tag=tag)
             if op == "setup":
                 self._setup(cmd, sub)
             elif op == "tree":
@@ -661,7 +664,7 @@ class PassiveParty:
         rows = np.asarray(sub.recv(self.active, "rows"), dtype=np.int64)
         cols = np.asarray(sub.recv(self.active, "columns"), dtype=bool)
         layout = cmd.get("layout")
-        if not isinstance(layout, list) or not 1 <= len(layout) <= getattr(self, "n_outputs", 1):
+        if not isinstance(layout, list) or not 1 <= len(layout) <= self.n_outputs:
             raise ProtocolError("tree command without a layout of 1 to n_outputs chunks", peer=self.active,
                                 tag="tree")
         for item in layout:

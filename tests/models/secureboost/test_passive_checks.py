@@ -27,6 +27,9 @@ class _Ctx:
     def register_kit(self, kit):
         pass
 
+    def sub(self, name):
+        return self
+
 
 @pytest.fixture
 def party():
@@ -98,3 +101,12 @@ def test_layout_is_checked_before_waiting_for_its_ciphertexts(party):
     ctx.inbox.update({"rows": np.arange(5), "columns": np.array([True, True, True])})
     with pytest.raises(ProtocolError, match="layout of 1 to n_outputs chunks"):
         p._tree({"layout": [{"bits": 40, "per": 2}] * 1000}, ctx)  # would wait for gh-1 … gh-999
+
+
+@pytest.mark.parametrize("op", ["tree", "hist", "split", "decide", "start", "checkpoint"])
+def test_no_command_before_setup(op):
+    ctx = _Ctx()
+    ctx.inbox["cmd-0"] = {"op": op}
+    p = PassiveParty(ctx, np.zeros((4, 2)), "guest", allow_insecure=True, backend="cpu")
+    with pytest.raises(ProtocolError, match="before setup"):
+        p.serve()
