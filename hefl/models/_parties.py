@@ -15,7 +15,11 @@ import numpy as np
 
 from hefl.errors import ConfigError
 
-__all__ = ["PartySpec", "resolve_parties", "TRANSPORTS"]
+__all__ = ["MAX_FEATURES", "PartySpec", "resolve_parties", "TRANSPORTS"]
+
+#: Most features one party may announce to its peers in a protocol: the count sizes what
+#: the others allocate and decrypt for it.
+MAX_FEATURES = 1 << 20
 
 #: how a façade runs the parties: separate processes over loopback ZeroMQ (like a real
 #: deployment) or threads over an in-memory channel (fast, for tests)

@@ -85,6 +85,7 @@ import numpy as np
 
 from hefl.checkpoint import Checkpointer, fingerprint, new_run_id, parse_offer
 from hefl.errors import DataError, ProtocolError
+from hefl.models._parties import MAX_FEATURES
 
 from ._core import (
     LRConfig,
@@ -133,10 +134,6 @@ def _peer_key(ctx, cfg: LRConfig, data: Any, peer: str):
                           n_jobs=cfg.n_jobs)
     ctx.register_kit(kit)
     return kit
-
-
-#: Most features one party may announce (a count sizes what others decrypt for it).
-MAX_FEATURES = 1 << 20
 
 
 def _check_setup(setup: Any, peer: str, parties: Sequence[str] = (), own: tuple[str, int] | None = None) -> dict:

@@ -45,6 +45,7 @@ import numpy as np
 from hefl.checkpoint import Checkpointer, fingerprint, new_run_id, parse_offer
 from hefl.errors import ConfigError, DataError, ProtocolError
 from hefl.he import CipherArray, load_public_kit, public_kit_to_wire
+from hefl.models._parties import MAX_FEATURES
 
 from ._binning import QuantileBinner
 from ._gh import DEFAULT_GH_FRAC_BITS, GHCodec
@@ -54,9 +55,6 @@ from ._split import FeatureBlocks, SplitInfo, SplitParams
 from ._tree import GrowParams, Tree, TreeGrower
 
 __all__ = ["BoostParams", "ActiveParty", "PassiveParty", "predict_active", "predict_passive"]
-
-#: Most features a passive party may announce (its count sizes the active party's arrays).
-MAX_FEATURES = 1 << 20
 
 log = logging.getLogger(__name__)
 
