@@ -3,7 +3,8 @@
 Everything else is declared in pyproject.toml.  The extensions are ``optional``: where GMP's
 headers (Debian: libgmp-dev) or a C compiler are missing, the install still succeeds and
 hefl falls back to gmpy2 (slower, same results); without ``hefl._zsend`` the transport
-waits for zero-copy sends through pyzmq's trackers (slower, same results).
+sends and receives frame by frame through pyzmq and waits for zero-copy sends through
+pyzmq's trackers (slower, same results).
 """
 
 from setuptools import Extension, setup

@@ -13,6 +13,10 @@
  * sends. Nothing here touches Python objects from libzmq's thread: the callback only
  * posts the semaphore and sets a flag; buffers are released by Python code, with the
  * GIL, once the flag is set.
+ *
+ * It also sends and receives whole messages in one call each (send_multipart, recv):
+ * on 2 cores the Python work around every message (a pyzmq call, a Frame and a loop
+ * step per part) was a good part of what the channel spent beyond raw pyzmq.
  */
 #define PY_SSIZE_T_CLEAN
 #ifndef _GNU_SOURCE
@@ -36,7 +40,6 @@ static int (*p_init_data)(zmq_msg_t *, void *, size_t, zfree_fn *, void *);
 static int (*p_msg_send)(zmq_msg_t *, void *, int);
 static int (*p_msg_close)(zmq_msg_t *);
 static int (*p_errno)(void);
-static int (*p_getsockopt)(void *, int, void *, size_t *);
 typedef struct {
     void *socket;
     int fd;
@@ -44,6 +47,18 @@ typedef struct {
     short revents;
 } zmq_pollitem_t; /* libzmq's, on POSIX */
 static int (*p_poll)(zmq_pollitem_t *, int, long);
+/* receiving, and copied sends (bound with the rest; NULL in a module bound by nothing) */
+static int (*p_msg_init)(zmq_msg_t *);
+static int (*p_msg_init_size)(zmq_msg_t *, size_t);
+static int (*p_msg_recv)(zmq_msg_t *, void *, int);
+static void *(*p_msg_data)(zmq_msg_t *);
+static size_t (*p_msg_size)(const zmq_msg_t *);
+static int (*p_msg_more)(const zmq_msg_t *);
+static const char *(*p_msg_gets)(const zmq_msg_t *, const char *);
+static int (*p_msg_move)(zmq_msg_t *, zmq_msg_t *);
+
+#define Z_DONTWAIT 1
+#define Z_SNDMORE 2
 
 #if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 30))
 #define WAIT_CLOCK CLOCK_MONOTONIC /* a wall-clock step cannot stretch a wait */
@@ -213,10 +228,15 @@ static PyObject *py_bind(PyObject *self, PyObject *args) {
     }
     void *init_data = dlsym(lib, "zmq_msg_init_data"), *msg_send = dlsym(lib, "zmq_msg_send");
     void *msg_close = dlsym(lib, "zmq_msg_close"), *errno_fn = dlsym(lib, "zmq_errno");
-    void *version = dlsym(lib, "zmq_version"), *getsockopt_fn = dlsym(lib, "zmq_getsockopt");
+    void *version = dlsym(lib, "zmq_version");
     void *poll_fn = dlsym(lib, "zmq_poll");
-    if (!init_data || !msg_send || !msg_close || !errno_fn || !version || !getsockopt_fn ||
-        !poll_fn) {
+    void *init_fn = dlsym(lib, "zmq_msg_init"), *init_size = dlsym(lib, "zmq_msg_init_size");
+    void *recv_fn = dlsym(lib, "zmq_msg_recv"), *data_fn = dlsym(lib, "zmq_msg_data");
+    void *size_fn = dlsym(lib, "zmq_msg_size"), *more_fn = dlsym(lib, "zmq_msg_more");
+    void *gets_fn = dlsym(lib, "zmq_msg_gets"), *move_fn = dlsym(lib, "zmq_msg_move");
+    if (!init_data || !msg_send || !msg_close || !errno_fn || !version ||
+        !poll_fn || !init_fn || !init_size || !recv_fn || !data_fn || !size_fn || !more_fn ||
+        !gets_fn || !move_fn) {
         dlclose(lib);
         PyErr_SetString(PyExc_OSError, "the libzmq functions are not visible through pyzmq");
         return NULL;
@@ -235,8 +255,15 @@ static PyObject *py_bind(PyObject *self, PyObject *args) {
     *(void **)&p_msg_send = msg_send;
     *(void **)&p_msg_close = msg_close;
     *(void **)&p_errno = errno_fn;
-    *(void **)&p_getsockopt = getsockopt_fn;
     *(void **)&p_poll = poll_fn;
+    *(void **)&p_msg_init = init_fn;
+    *(void **)&p_msg_init_size = init_size;
+    *(void **)&p_msg_recv = recv_fn;
+    *(void **)&p_msg_data = data_fn;
+    *(void **)&p_msg_size = size_fn;
+    *(void **)&p_msg_more = more_fn;
+    *(void **)&p_msg_gets = gets_fn;
+    *(void **)&p_msg_move = move_fn;
     return Py_BuildValue("(iii)", major, minor, patch);
 }
 
@@ -298,49 +325,288 @@ static PyObject *py_send(PyObject *self, PyObject *args) {
     return Py_BuildValue("(iN)", 0, (PyObject *)s);
 }
 
-/* ZMQ_EVENTS of a socket: what pyzmq's Socket.get(zmq.EVENTS) returns, without the
- * option-enum lookup pyzmq does on every call (the receive loop asks once per message).
- * The caller owns the socket (not closed, used by this thread only). */
-static PyObject *py_events(PyObject *self, PyObject *arg) {
-    (void)self;
-    unsigned long long sock = PyLong_AsUnsignedLongLong(arg);
-    if (sock == (unsigned long long)-1 && PyErr_Occurred()) return NULL;
-    if (!usable(sock, p_getsockopt != NULL)) return NULL;
-    int events = 0;
-    size_t size = sizeof events;
-    while (p_getsockopt((void *)(uintptr_t)sock, 15 /* ZMQ_EVENTS */, &events, &size) != 0) {
-        int err = p_errno();
-        if (err != EINTR) return PyLong_FromLong(-(long)(err ? err : EIO));
-        if (PyErr_CheckSignals() < 0) return NULL; /* a signal cut it short: ask again, as pyzmq does */
-        size = sizeof events;
-    }
-    return PyLong_FromLong(events);
+/* ------------------------------------------------------------------ whole messages
+ *
+ * The receive and send loops of the transport, one C call per message instead of one
+ * pyzmq call (and a Python object, and a Python-level loop) per frame: on 2 cores the
+ * Python around each 1 MB message is what separates the channel from raw pyzmq. */
+
+/* A received frame: owns its zmq_msg_t and exposes it as a (writable) buffer, zero-copy;
+ * ZeroMQ's memory is freed when the last view of it (numpy array, memoryview) is gone. */
+typedef struct {
+    PyObject_HEAD zmq_msg_t msg;
+} FrameObject;
+
+static void Frame_dealloc(FrameObject *self) {
+    p_msg_close(&self->msg);
+    Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
-/* Wait up to timeout_ms for a message on one socket (zmq_poll, GIL released): 1 when
- * one is there, 0 when none came (or a signal cut the wait short), -errno on an error.
- * pyzmq's Poller does the same with a Python layer around it; the receive loop waits
- * once per message. The caller owns the socket. */
-static PyObject *py_poll_in(PyObject *self, PyObject *args) {
+static int Frame_getbuffer(FrameObject *self, Py_buffer *view, int flags) {
+    /* the message is this object's alone (received, never shared): writable like
+     * pyzmq's frames, so received arrays need no copy */
+    return PyBuffer_FillInfo(view, (PyObject *)self, p_msg_data(&self->msg),
+                             (Py_ssize_t)p_msg_size(&self->msg), 0, flags);
+}
+
+static Py_ssize_t Frame_len(FrameObject *self) { return (Py_ssize_t)p_msg_size(&self->msg); }
+
+static PyBufferProcs Frame_as_buffer = {(getbufferproc)Frame_getbuffer, NULL};
+static PySequenceMethods Frame_as_sequence = {.sq_length = (lenfunc)Frame_len};
+
+static PyTypeObject FrameType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "hefl._zsend.Frame",
+    .tp_basicsize = sizeof(FrameObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "A received ZeroMQ frame, as a buffer (zero-copy).",
+    .tp_dealloc = (destructor)Frame_dealloc,
+    .tp_as_buffer = &Frame_as_buffer,
+    .tp_as_sequence = &Frame_as_sequence,
+};
+
+/* Receive one part into `msg` without blocking: 0, or the errno (EAGAIN: none there). */
+static int recv_part(zmq_msg_t *msg, void *sock) {
+    for (;;) {
+        p_msg_init(msg);
+        if (p_msg_recv(msg, sock, Z_DONTWAIT) >= 0) return 0;
+        int err = p_errno();
+        p_msg_close(msg);
+        if (err != EINTR) return err ? err : EIO;
+    }
+}
+
+/* `msg` as a Python object: bytes below copy_below (and the message closed), else a
+ * Frame that takes the message over. NULL with an exception (the message closed). */
+static PyObject *part_object(zmq_msg_t *msg, Py_ssize_t copy_below) {
+    size_t size = p_msg_size(msg);
+    if (size < (size_t)copy_below) {
+        PyObject *b = PyBytes_FromStringAndSize((const char *)p_msg_data(msg), (Py_ssize_t)size);
+        p_msg_close(msg);
+        return b;
+    }
+    FrameObject *f = PyObject_New(FrameObject, &FrameType);
+    if (!f) {
+        p_msg_close(msg);
+        return NULL;
+    }
+    p_msg_init(&f->msg);
+    p_msg_move(&f->msg, msg); /* cannot fail on two initialised messages */
+    p_msg_close(msg);
+    return (PyObject *)f;
+}
+
+/* recv(socket, timeout_ms, want_user, copy_below, max_parts): one whole message.
+ *
+ * Waits up to timeout_ms for one (GIL released; 0: only what is there already) and
+ * returns (parts, user_id, complete): parts below copy_below bytes as bytes, larger
+ * ones as Frames; user_id the "User-Id" property of its second part when want_user
+ * (CurveZMQ: the name the ZAP handler gave the sender's key), else None; complete false
+ * when the message had more than max_parts parts: the rest were received and dropped,
+ * so the socket is at the next message either way. None when no message came (or a
+ * signal cut the wait short), -errno on an error. */
+static PyObject *py_recv(PyObject *self, PyObject *args) {
     (void)self;
     unsigned long long sock;
     long timeout_ms;
-    if (!PyArg_ParseTuple(args, "Kl", &sock, &timeout_ms)) return NULL;
-    if (!usable(sock, p_poll != NULL)) return NULL;
-    zmq_pollitem_t item = {(void *)(uintptr_t)sock, 0, 1 /* ZMQ_POLLIN */, 0};
-    int rc, err = 0;
-    Py_BEGIN_ALLOW_THREADS;
-    rc = p_poll(&item, 1, timeout_ms);
-    err = rc < 0 ? p_errno() : 0;
-    Py_END_ALLOW_THREADS;
-    if (rc < 0) {
-        if (err == EINTR) {
-            if (PyErr_CheckSignals() < 0) return NULL;
-            return PyLong_FromLong(0);
-        }
-        return PyLong_FromLong(-(long)(err ? err : EIO));
+    int want_user;
+    Py_ssize_t copy_below, max_parts;
+    if (!PyArg_ParseTuple(args, "Klpnn", &sock, &timeout_ms, &want_user, &copy_below, &max_parts))
+        return NULL;
+    if (!usable(sock, p_msg_recv != NULL)) return NULL;
+    void *s = (void *)(uintptr_t)sock;
+    zmq_msg_t msg;
+    int err = recv_part(&msg, s);
+    if (err == EAGAIN && timeout_ms != 0) {
+        zmq_pollitem_t item = {s, 0, 1 /* ZMQ_POLLIN */, 0};
+        int rc;
+        Py_BEGIN_ALLOW_THREADS;
+        rc = p_poll(&item, 1, timeout_ms);
+        err = rc < 0 ? p_errno() : 0;
+        Py_END_ALLOW_THREADS;
+        if (rc < 0 && err != EINTR) return PyLong_FromLong(-(long)(err ? err : EIO));
+        err = rc > 0 ? recv_part(&msg, s) : EAGAIN;
     }
-    return PyLong_FromLong(rc > 0 && (item.revents & 1) ? 1 : 0);
+    if (err) {
+        if (err == EAGAIN || err == EINTR) {
+            if (PyErr_CheckSignals() < 0) return NULL;
+            Py_RETURN_NONE;
+        }
+        return PyLong_FromLong(-(long)err);
+    }
+    PyObject *parts = PyList_New(0), *user = NULL;
+    int failed = parts == NULL, complete = 1;
+    for (Py_ssize_t i = 0;; i++) {
+        int more = p_msg_more(&msg);
+        if (i == 1 && want_user && !failed) {
+            const char *u = p_msg_gets(&msg, "User-Id");
+            if (u) {
+                user = PyUnicode_DecodeUTF8(u, (Py_ssize_t)strlen(u), "replace");
+                failed = user == NULL;
+            }
+        }
+        if (failed || i >= max_parts) {
+            complete = complete && i < max_parts;
+            p_msg_close(&msg);
+        } else {
+            PyObject *o = part_object(&msg, copy_below);
+            failed = o == NULL || PyList_Append(parts, o) < 0;
+            Py_XDECREF(o);
+        }
+        if (!more) break;
+        /* atomic delivery: the rest of the message is there already */
+        err = recv_part(&msg, s);
+        if (err) { /* cannot happen with libzmq; never hand out half a message */
+            Py_XDECREF(parts);
+            Py_XDECREF(user);
+            if (failed) return NULL;
+            return PyLong_FromLong(-(long)err);
+        }
+    }
+    if (failed) { /* the whole message was taken off the socket all the same */
+        Py_XDECREF(parts);
+        Py_XDECREF(user);
+        return NULL;
+    }
+    if (!user) user = Py_NewRef(Py_None);
+    return Py_BuildValue("(NNO)", parts, user, complete ? Py_True : Py_False);
+}
+
+/* send_multipart(socket, parts, copy_below): one message, without blocking.
+ *
+ * Parts below copy_below bytes are copied; larger ones are sent zero-copy, pinned until
+ * ZeroMQ releases them. Returns (0, sents): one Sent per zero-copy part that is not an
+ * immutable bytes object (wait on those before the caller may change its memory);
+ * (errno, None) when ZeroMQ refused the message (EAGAIN on the first part: nothing was
+ * sent; on a later one the message is ended with an empty frame, which the peer
+ * rejects or ZeroMQ drops with it); None when a part is not a C-contiguous buffer
+ * (nothing was sent: use pyzmq). Every buffer is taken before the first part goes. */
+static PyObject *py_send_multipart(PyObject *self, PyObject *args) {
+    (void)self;
+    unsigned long long sock;
+    PyObject *list;
+    Py_ssize_t copy_below;
+    if (!PyArg_ParseTuple(args, "KO!n", &sock, &PyList_Type, &list, &copy_below)) return NULL;
+    if (!usable(sock, p_msg_init_size != NULL)) return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(list);
+    if (n < 1) {
+        PyErr_SetString(PyExc_ValueError, "a message needs at least one part");
+        return NULL;
+    }
+    void *s = (void *)(uintptr_t)sock;
+    sweep_orphans();
+    PyObject *items = PySequence_Tuple(list); /* our own references, whatever the list does */
+    if (!items) return NULL;
+    Py_buffer *views = PyMem_Calloc((size_t)n, sizeof(Py_buffer));
+    PyObject *sents = PyList_New(0), *result = NULL;
+    Py_ssize_t got = 0;
+    if (!views || !sents) {
+        if (!views) PyErr_NoMemory();
+        goto done;
+    }
+    for (; got < n; got++) {
+        if (PyObject_GetBuffer(PyTuple_GET_ITEM(items, got), &views[got], PyBUF_C_CONTIGUOUS) < 0) {
+            if (!PyErr_ExceptionMatches(PyExc_BufferError) &&
+                !PyErr_ExceptionMatches(PyExc_TypeError))
+                goto done;
+            PyErr_Clear(); /* not C-contiguous (or no buffer): the caller's other path */
+            result = Py_NewRef(Py_None);
+            goto done;
+        }
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        int flags = Z_DONTWAIT | (i < n - 1 ? Z_SNDMORE : 0);
+        zmq_msg_t msg;
+        hint_t *h = NULL;
+        Py_buffer *v = &views[i];
+        int err = 0;
+        if (v->len < copy_below) {
+            if (p_msg_init_size(&msg, (size_t)v->len) != 0) {
+                err = p_errno();
+                err = err ? err : ENOMEM;
+            } else if (v->len) {
+                memcpy(p_msg_data(&msg), v->buf, (size_t)v->len);
+            }
+        } else {
+            h = (hint_t *)PyMem_RawCalloc(1, sizeof(hint_t));
+            if (!h) {
+                err = ENOMEM;
+            } else if (sem_init(&h->sem, 0, 0) != 0) {
+                err = errno;
+                PyMem_RawFree(h);
+                h = NULL;
+            } else {
+                h->view = *v; /* the hint owns the view now */
+                v->obj = NULL;
+                h->released = 0;
+                if (p_init_data(&msg, h->view.buf, (size_t)h->view.len, on_free, h) != 0) {
+                    err = p_errno();
+                    err = err ? err : ENOMEM;
+                    destroy(h);
+                    h = NULL;
+                }
+            }
+        }
+        if (!err) {
+            int rc;
+            while ((rc = p_msg_send(&msg, s, flags)) < 0 && (err = p_errno()) == EINTR) err = 0;
+            if (rc >= 0) {
+                err = 0;
+            } else {
+                err = err ? err : EIO;
+                p_msg_close(&msg); /* a zero-copy part: calls on_free (nothing was sent) */
+                if (h) {
+                    if (is_done(h)) {
+                        destroy(h);
+                    } else { /* cannot happen with libzmq: never free what ZeroMQ may hold */
+                        h->next = orphans;
+                        orphans = h;
+                    }
+                    h = NULL;
+                }
+            }
+        }
+        if (err) {
+            if (i > 0) { /* end the half-sent message: the next one must not become its tail */
+                zmq_msg_t end;
+                p_msg_init(&end);
+                if (p_msg_send(&end, s, Z_DONTWAIT) < 0) p_msg_close(&end);
+            }
+            result = Py_BuildValue("(iO)", err, Py_None);
+            goto done;
+        }
+        if (h) {
+            SentObject *so = PyBytes_CheckExact(PyTuple_GET_ITEM(items, i))
+                                 ? NULL /* immutable: nobody needs to wait for it */
+                                 : PyObject_New(SentObject, &SentType);
+            if (!so) { /* the part is out: it stays pinned until ZeroMQ lets go */
+                h->next = orphans;
+                orphans = h;
+            } else {
+                so->h = h;
+                if (PyList_Append(sents, (PyObject *)so) < 0) {
+                    Py_DECREF(so); /* orphans the hint */
+                    /* the message is partly sent: finish it empty, as for a refusal */
+                    if (i < n - 1) {
+                        zmq_msg_t end;
+                        p_msg_init(&end);
+                        if (p_msg_send(&end, s, Z_DONTWAIT) < 0) p_msg_close(&end);
+                    }
+                    goto done;
+                }
+                Py_DECREF(so);
+            }
+        }
+    }
+    result = Py_BuildValue("(iO)", 0, sents);
+done:
+    if (views) {
+        for (Py_ssize_t i = 0; i < got; i++)
+            if (views[i].obj) PyBuffer_Release(&views[i]);
+        PyMem_Free(views);
+    }
+    Py_XDECREF(sents);
+    Py_DECREF(items);
+    return result;
 }
 
 static PyObject *py_pending(PyObject *self, PyObject *noargs) {
@@ -358,10 +624,12 @@ static PyMethodDef methods[] = {
      " OSError where it cannot be found or is another version"},
     {"send", py_send, METH_VARARGS,
      "send(socket_address, buffer, flags) -> (errno, Sent or None): one zero-copy frame"},
-    {"events", py_events, METH_O,
-     "events(socket_address) -> int: the socket's ZMQ_EVENTS, or -errno"},
-    {"poll_in", py_poll_in, METH_VARARGS,
-     "poll_in(socket_address, timeout_ms) -> 1 if a message is there, 0 if none came, or -errno"},
+    {"recv", py_recv, METH_VARARGS,
+     "recv(socket_address, timeout_ms, want_user, copy_below, max_parts) -> (parts, user_id,"
+     " complete), None if no message came, or -errno: one whole message"},
+    {"send_multipart", py_send_multipart, METH_VARARGS,
+     "send_multipart(socket_address, parts, copy_below) -> (errno, [Sent] or None), or None"
+     " when a part is not a C-contiguous buffer: one message, large parts zero-copy"},
     {"orphans", py_pending, METH_NOARGS,
      "orphans() -> int: frames still held by ZeroMQ whose Sent object is gone"},
     {NULL, NULL, 0, NULL}};
@@ -371,7 +639,7 @@ static struct PyModuleDef moddef = {PyModuleDef_HEAD_INIT, "hefl._zsend",
                                     -1, methods};
 
 PyMODINIT_FUNC PyInit__zsend(void) {
-    if (PyType_Ready(&SentType) < 0) return NULL;
+    if (PyType_Ready(&SentType) < 0 || PyType_Ready(&FrameType) < 0) return NULL;
     PyObject *m = PyModule_Create(&moddef);
     if (!m) return NULL;
     Py_INCREF(&SentType);

@@ -107,7 +107,10 @@ class Channel(ABC):
         self.max_buffered_bytes = int(
             max_buffered_bytes if max_buffered_bytes is not None else 4 * self.max_message_bytes
         )
-        self._cond = threading.Condition()
+        # _cond's lock; ``with self._mutex`` is C all the way (``with self._cond`` is not)
+        self._mutex = threading.RLock()
+        self._cond = threading.Condition(self._mutex)
+        self._waiting = 0  # threads in _cond.wait: without any, _notify has nobody to wake
         self._state = {p: _PeerState() for p in names}
         self._kits: dict[str, Any] = {}
         self._closed = False
@@ -156,8 +159,9 @@ class Channel(ABC):
         """Send the same ``obj`` under ``tag`` to each of ``peers``, encoding it once."""
         peers = self._check_peers(peers, tag)
         try:
+            # _check_peers validated the tag, __init__ the name
             header, frames, borrowed = wire.build_message(self._self_name, tag, obj,
-                                                          self._adopt_kit)
+                                                          self._adopt_kit, checked=True)
         except (TypeError, ValueError) as exc:
             if hasattr(exc, "add_note"):
                 exc.add_note(f"while sending to {','.join(peers)!r} under tag {tag!r}")
@@ -176,7 +180,7 @@ class Channel(ABC):
                 else f"message header of {len(header)} bytes exceeds {wire.MAX_HEADER_BYTES}",
                 peer=",".join(peers), tag=tag,
             )
-        with self._cond:
+        with self._mutex:
             for p in peers:
                 st = self._state[p]
                 if tag in st.sent:
@@ -193,7 +197,7 @@ class Channel(ABC):
                 self._state[p].sent.add(tag)
         for p in peers:
             self._transmit(p, tag, header, frames, borrowed)
-            with self._cond:
+            with self._mutex:
                 self.stats["messages_sent"] += 1
                 self.stats["bytes_sent"] += total
 
@@ -272,7 +276,7 @@ class Channel(ABC):
         """
         timeout = self.recv_timeout if timeout is None else float(timeout)
         deadline = time.monotonic() + timeout
-        with self._cond:
+        with self._mutex:
             while True:
                 missing = [p for p, st in self._state.items() if not st.seen]
                 if not missing:
@@ -315,12 +319,12 @@ class Channel(ABC):
 
     def pending_tags(self, peer: str) -> list[str]:
         """Tags buffered from ``peer`` that nobody has asked for yet (for diagnostics)."""
-        with self._cond:
+        with self._mutex:
             return sorted(self._state[peer].buffered)
 
     def close(self) -> None:
         """Close the channel; blocked receivers wake up with ``TransportError``."""
-        with self._cond:
+        with self._mutex:
             self._closed = True
             self._notify()
 
@@ -359,7 +363,7 @@ class Channel(ABC):
         if kind == "msg":
             self._deliver(peer, header, frames)  # marks the peer seen, under the same lock
             return header
-        with self._cond:
+        with self._mutex:
             st = self._state[peer]
             st.seen = True
             st.last_seen = time.monotonic()
@@ -379,7 +383,7 @@ class Channel(ABC):
             entry = _Entry(header["body"], frames, nbytes)
         except BadMessage as exc:
             entry = _Entry(None, [], 0, str(exc))
-        with self._cond:
+        with self._mutex:
             st = self._state[peer]
             st.seen = True
             st.last_seen = time.monotonic()
@@ -408,15 +412,20 @@ class Channel(ABC):
     def _notify(self) -> None:
         """Wake every waiting receiver (call with ``_cond`` held)."""
         self._gen += 1
-        self._cond.notify_all()
+        if self._waiting:
+            self._cond.notify_all()
 
     def _wait_step(self, timeout: float) -> None:
         """Wait (``_cond`` held) for a state change or ``timeout``; transports may
         override it to receive in the waiting thread itself."""
-        self._cond.wait(timeout)
+        self._waiting += 1
+        try:
+            self._cond.wait(timeout)
+        finally:
+            self._waiting -= 1
 
     def _poison(self, peer: str, message: str, tag: str | None) -> None:
-        with self._cond:
+        with self._mutex:
             self._poison_locked(peer, message, tag)
 
     def _poison_locked(self, peer: str, message: str, tag: str | None) -> None:
@@ -429,7 +438,7 @@ class Channel(ABC):
         self._notify()
 
     def _mark_lost(self, peer: str, reason: str) -> None:
-        with self._cond:
+        with self._mutex:
             st = self._state[peer]
             if st.lost is None and not st.closed:
                 log.warning("%s: lost peer %s: %s", self._self_name, peer, reason)
@@ -462,7 +471,7 @@ class Channel(ABC):
         start = time.monotonic()
         deadline = start + timeout
         got: dict[str, _Entry] = {}
-        with self._cond:
+        with self._mutex:
             for p in peers:
                 if tag in self._state[p].consumed:
                     raise ProtocolError("tag already received from this peer", peer=p, tag=tag)

@@ -329,20 +329,22 @@ def encode_payload(obj: Any, on_kit: Callable[[Any], None] | None = None
     return body, enc.frames, enc.borrowed
 
 
-def _nd_message(src: str, tag: str, arr: np.ndarray) -> tuple[bytes, list[Any], bool] | None:
+def _nd_message(src: str, tag: str, arr: np.ndarray, checked: bool
+                ) -> tuple[bytes, list[Any], bool] | None:
     """``build_message`` for one C-contiguous numeric array (the bulk of the traffic), or
     ``None`` for anything else. The same bytes as the general path, without its JSON
     encoder and descriptor walk: ``src`` and ``tag`` must match ``_NAME_RE`` and
-    ``_TAG_RE`` (checked here), whose characters need no JSON escaping."""
+    ``_TAG_RE``, whose characters need no JSON escaping (checked here unless ``checked``)."""
     dt = arr.dtype
     if (
         not arr.flags.c_contiguous
         or dt.kind not in _ND_KINDS
         or dt.fields is not None
         or dt.subdtype is not None
-        or not _NAME_RE.match(src)
-        or len(tag) > MAX_TAG_LENGTH
-        or not _TAG_RE.match(tag)
+    ):
+        return None
+    if not checked and (
+        not _NAME_RE.match(src) or len(tag) > MAX_TAG_LENGTH or not _TAG_RE.match(tag)
     ):
         return None
     raw = arr.reshape(-1).view(np.uint8).data
@@ -356,11 +358,15 @@ def _nd_message(src: str, tag: str, arr: np.ndarray) -> tuple[bytes, list[Any], 
 _ND_KINDS = frozenset("biufc")
 
 
-def build_message(src: str, tag: str, obj: Any, on_kit: Callable[[Any], None] | None = None
-                  ) -> tuple[bytes, list[Any], bool]:
-    """Encode ``obj`` as a message for ``tag``: (header bytes, frames, borrowed)."""
+def build_message(src: str, tag: str, obj: Any, on_kit: Callable[[Any], None] | None = None,
+                  *, checked: bool = False) -> tuple[bytes, list[Any], bool]:
+    """Encode ``obj`` as a message for ``tag``: (header bytes, frames, borrowed).
+
+    ``checked``: the caller has already validated ``src`` (:func:`validate_name`) and
+    ``tag`` (:func:`validate_tag`), as a channel does before every send.
+    """
     if type(obj) is np.ndarray and type(src) is str and type(tag) is str:
-        fast = _nd_message(src, tag, obj)
+        fast = _nd_message(src, tag, obj, checked)
         if fast is not None:
             return fast
     body, frames, borrowed = encode_payload(obj, on_kit)

@@ -66,6 +66,11 @@ _NOBLOCK = int(zmq.NOBLOCK)  # plain ints: pyzmq converts enum flags on every ca
 _NOBLOCK_MORE = int(zmq.NOBLOCK | zmq.SNDMORE)
 _POLLIN = int(zmq.POLLIN)
 _EVENTS = int(zmq.EVENTS)
+# Received parts smaller than this come as bytes (routing ids, headers, small payloads),
+# larger ones as zero-copy frames.
+_COPY_BELOW = 4096
+# Most parts a received message may have: routing id, header, payload frames.
+_MAX_PARTS = wire.MAX_FRAMES + 2
 
 
 # How a frame is sent: copied by libzmq; zero-copy through pyzmq (immutable bytes, or a
@@ -79,7 +84,7 @@ def _bind_zsend() -> Any:
         from hefl import _zsend
     except ImportError:
         return None
-    if not all(hasattr(_zsend, f) for f in ("bind", "send", "events", "poll_in")):
+    if not all(hasattr(_zsend, f) for f in ("bind", "send", "recv", "send_multipart")):
         log.debug("hefl._zsend is an older build: zero-copy sends through pyzmq's trackers")
         return None  # a stale extension beside newer code: use pyzmq throughout
     try:
@@ -391,19 +396,34 @@ class ZmqChannel(Channel):
         if link is None:
             raise TransportError(f"not connected to {peer!r} (call connect() first)",
                                  peer=peer, tag=tag)
-        parts, sent = self._frames(header, frames)
         deadline = time.monotonic() + self.recv_timeout
+        # hefl._zsend sends the whole message in one call (large parts zero-copy, each
+        # with a Sent to wait on); None: a part is not C-contiguous, use the general path
+        whole = [header, *frames] if _ZSEND is not None else None
+        parts: list[tuple[Any, int]] | None = None
+        sent: list[Any] = []
         with link.lock:
             while True:
                 if link.closed:
                     raise TransportError("channel closed while sending", peer=peer, tag=tag)
                 try:
+                    if whole is not None:
+                        got = _ZSEND.send_multipart(link.sock.underlying, whole,
+                                                    self.zero_copy_bytes)
+                        if got is not None:
+                            if got[0]:
+                                raise _zmq_error(got[0])
+                            sent = got[1]
+                            break
+                        whole = None  # not C-contiguous: the general path, from here on
+                    if parts is None:
+                        parts, sent = self._frames(header, frames)
                     sent += _send_parts(link.sock, parts)
                     break
                 except zmq.Again:
                     self._check_send(peer, tag, deadline)
                     link.sock.poll(50, zmq.POLLOUT)
-        del parts  # drop our references to the frames so that they can be released
+        del parts, whole  # drop our references to the frames so that they can be released
         for done in sent:
             while not done.wait(0.05):
                 self._check_send(peer, tag, deadline)
@@ -450,8 +470,8 @@ class ZmqChannel(Channel):
             if self._router_lock.acquire(timeout=step):
                 try:
                     # Another thread may have delivered what we wait for meanwhile.
-                    if self._gen == gen and not self.closed and self._poll_router(step):
-                        self._drain_router(self._pong)
+                    if self._gen == gen and not self.closed:
+                        self._poll_router(step)
                 finally:
                     self._router_lock.release()
         finally:
@@ -563,7 +583,6 @@ class ZmqChannel(Channel):
         beats: dict[str, zmq.Socket] = {}
         beat_peer: dict[zmq.Socket, str] = {}
         ping = wire.control_header(self.self_name, "ping", self.max_message_bytes)
-        pong = self._pong
         hello = wire.control_header(self.self_name, "hello", self.max_message_bytes)
         polling_router = False
         next_beat = time.monotonic()
@@ -580,7 +599,7 @@ class ZmqChannel(Channel):
                 try:
                     events = dict(poller.poll(int(wait * 1000)))
                     if own and self._router in events:
-                        self._drain_router(pong)
+                        self._drain_router()
                 finally:
                     if own:
                         self._router_lock.release()
@@ -629,73 +648,100 @@ class ZmqChannel(Channel):
             self._zctx.term()
 
     def _poll_router(self, timeout: float) -> bool:
-        """Wait up to ``timeout`` s for a message on the ROUTER; call with ``_router_lock``
-        held (under which the ROUTER is closed)."""
+        """Wait up to ``timeout`` s for a message on the ROUTER and take what it holds;
+        whether one came. Call with ``_router_lock`` held (under which the ROUTER is
+        closed)."""
         router = self._router
         if router.closed:
             return False
         ms = int(timeout * 1000)
-        if _ZSEND is not None:  # pyzmq's Poller, less its Python layer
-            ready = _ZSEND.poll_in(router.underlying, ms)
-            if ready < 0:
-                raise _zmq_error(-ready)
-            return ready > 0
+        if _ZSEND is not None:  # wait and receive in one call, then take the rest
+            got = _ZSEND.recv(router.underlying, ms, self._curve is not None,
+                              _COPY_BELOW, _MAX_PARTS)
+            if got is None:
+                return False
+            if type(got) is int:
+                raise _zmq_error(-got)
+            self._route(got[0], got[1], got[2])
+            self._drain_router()
+            return True
         if self._router_poller is None:
             self._router_poller = zmq.Poller()
             self._router_poller.register(router, _POLLIN)
-        return bool(self._router_poller.poll(ms))
+        if not self._router_poller.poll(ms):
+            return False
+        self._drain_router()
+        return True
 
-    def _drain_router(self, pong: bytes) -> None:
+    def _drain_router(self) -> None:
         """Take what the ROUTER holds (up to 1,000 messages). Call with ``_router_lock``
         held (under which the ROUTER is closed)."""
         router = self._router
         if router.closed:
             return
-        events = _ZSEND.events if _ZSEND is not None else None
         addr = router.underlying
-        recv = router.recv
-        idents = self._idents
-        for i in range(1000):
-            if i:
-                # ZMQ_EVENTS: cheaper than a recv failing with zmq.Again (and than pyzmq's
-                # router.get, which looks the option up in an enum on every call)
-                ev = events(addr) if events is not None else router.get(_EVENTS)
-                if ev < 0:
-                    raise _zmq_error(-ev)
-                if not ev & _POLLIN:
+        if _ZSEND is not None:  # one call per whole message
+            recv, want_user = _ZSEND.recv, self._curve is not None
+            for _ in range(1000):
+                got = recv(addr, 0, want_user, _COPY_BELOW, _MAX_PARTS)
+                if got is None:
                     return
+                if type(got) is int:
+                    raise _zmq_error(-got)
+                self._route(got[0], got[1], got[2])
+            return
+        recv = router.recv
+        for i in range(1000):
+            # ZMQ_EVENTS: cheaper than a recv failing with zmq.Again (and than pyzmq's
+            # router.get, which looks the option up in an enum on every call)
+            if i and not router.get(_EVENTS) & _POLLIN:
+                return
             try:
                 part = recv(_NOBLOCK, copy=False)
             except zmq.Again:
                 return
             parts = [part]
+            complete = True
             while part.more:  # the rest of a multipart message is there already
                 part = recv(_NOBLOCK, copy=False)
-                parts.append(part)
-            if len(parts) < 2:
-                continue
-            ident = parts[0].bytes
-            known = idents.get(ident)
-            if known is None:
-                if ident not in self._unknown_logged and len(self._unknown_logged) < 100:
-                    self._unknown_logged.add(ident)
-                    log.warning("%s: dropped a message from unknown party %r", self.self_name,
-                                ident[:64].decode("ascii", "replace"))
-                continue
-            peer, beat = known
-            if self._curve is not None:
+                if len(parts) < _MAX_PARTS:
+                    parts.append(part)
+                else:
+                    complete = False  # read off the socket, not kept
+            user = None
+            if self._curve is not None and len(parts) > 1:
                 try:
                     user = parts[1].get("User-Id")
                 except zmq.ZMQError:
-                    user = None
-                if user != peer:
-                    log.warning("%s: dropped a message with routing id %r from the key of %r",
-                                self.self_name, peer, user)
-                    continue
-            if beat:
-                self._on_beat(peer, ident, parts, pong)
-                continue
+                    pass
+            parts[0] = parts[0].bytes
+            self._route(parts, user, complete)
+
+    def _route(self, parts: list[Any], user: str | None, complete: bool) -> None:
+        """One message from the ROUTER: ``parts[0]`` the sender's routing id (bytes),
+        then header and payload frames; ``user``: CurveZMQ's name for the sender's key;
+        ``complete``: false when parts beyond ``_MAX_PARTS`` were dropped."""
+        if len(parts) < 2:
+            return
+        ident = parts[0]
+        known = self._idents.get(ident)
+        if known is None:
+            if ident not in self._unknown_logged and len(self._unknown_logged) < 100:
+                self._unknown_logged.add(ident)
+                log.warning("%s: dropped a message from unknown party %r", self.self_name,
+                            ident[:64].decode("ascii", "replace"))
+            return
+        peer, beat = known
+        if self._curve is not None and user != peer:
+            log.warning("%s: dropped a message with routing id %r from the key of %r",
+                        self.self_name, peer, user)
+            return
+        if beat:
+            self._on_beat(peer, ident, parts, self._pong)
+        elif complete:
             self._ingest(peer, parts[1], parts[2:])
+        else:
+            self._poison(peer, f"rejected message of more than {wire.MAX_FRAMES} frames", None)
 
     def _on_beat(self, peer: str, ident: bytes, parts: list[Any], pong: bytes) -> None:
         try:
@@ -712,7 +758,7 @@ class ZmqChannel(Channel):
                 pass  # connection gone or full: the peer's own timeout will tell
 
     def _touch(self, peer: str, max_bytes: int | None = None) -> None:
-        with self._cond:
+        with self._mutex:
             st = self._peer_state(peer)
             first = not st.seen
             st.seen = True

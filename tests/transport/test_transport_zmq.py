@@ -92,9 +92,10 @@ def test_large_array_zero_copy_and_safe_to_modify_after_send(pair, monkeypatch, 
                 return getattr(real, name)
 
             @staticmethod
-            def send(sock, buf, flags):
-                direct_sends.append(memoryview(buf).nbytes)
-                return real.send(sock, buf, flags)
+            def send_multipart(sock, parts, copy_below):
+                direct_sends.extend(n for n in (memoryview(p).nbytes for p in parts)
+                                    if n >= copy_below)
+                return real.send_multipart(sock, parts, copy_below)
 
         monkeypatch.setattr(zmq_channel, "_ZSEND", Spy())
     else:
@@ -154,7 +155,11 @@ def test_a_part_failing_mid_message_costs_that_message_only(pair, monkeypatch):
             return getattr(real, name)
 
         @staticmethod
-        def send(sock, buf, flags):
+        def send_multipart(sock, parts, copy_below):
+            return None  # as for a part that is not C-contiguous: frame by frame
+
+        @staticmethod
+        def send(sock, buf, flags):  # the large frame, after the header went
             return errno.ENOMEM, None
 
     a, b = pair
@@ -353,6 +358,29 @@ def test_malformed_frames_rejected(alice_and_raw_bob, case):
     assert time.monotonic() - t < 4
     assert ei.value.peer == "bob" and ei.value.tag == "x"
     assert EXECUTED == []
+
+
+@pytest.mark.parametrize("direct", [True, False], ids=["zsend", "pyzmq"])
+def test_a_message_of_too_many_frames_is_rejected(alice_and_raw_bob, monkeypatch, direct):
+    """Frames past the limit are read off the socket and dropped, never kept, and the
+    message is rejected (not cut to fit its header); one at the limit is fine."""
+    from hefl.transport import zmq_channel
+
+    if direct and zmq_channel._ZSEND is None:
+        pytest.skip("hefl._zsend is not built here")
+    if not direct:
+        monkeypatch.setattr(zmq_channel, "_ZSEND", None)
+    monkeypatch.setattr(zmq_channel, "_MAX_PARTS", 5)  # routing id, header, 3 frames
+    a, raw = alice_and_raw_bob
+    good = np.arange(4.0).tobytes()
+    raw.send_multipart([_header(tag="ok", body={"k": "list", "items": [
+        {"k": "nd", "f": i, "dtype": "<f8", "shape": [4], "order": "C"} for i in range(3)]},
+        sizes=[32] * 3), good, good, good])
+    assert [x.tolist() for x in a.recv("bob", "ok", timeout=5)] == [[0, 1, 2, 3]] * 3
+    raw.send_multipart([_header(sizes=[32] * 4), good, good, good, good])
+    with pytest.raises(ProtocolError, match="more than") as ei:
+        a.recv("bob", "x", timeout=5)
+    assert ei.value.peer == "bob"
 
 
 def test_unknown_sender_is_dropped(pair):

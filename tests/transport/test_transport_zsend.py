@@ -195,27 +195,8 @@ def test_sweep_survives_a_finalizer_that_sends_again(dealer):
     assert zsend.orphans() == 0
 
 
-def test_events_and_poll_in_agree_with_pyzmq():
-    with _router_dealer() as (r, d):
-        addr = r.underlying
-        assert zsend.events(addr) == r.get(zmq.EVENTS)
-        assert not zsend.events(addr) & zmq.POLLIN
-        t = time.monotonic()
-        assert zsend.poll_in(addr, 50) == 0  # nothing came: waits its timeout
-        assert time.monotonic() - t >= 0.04
-        d.send_multipart([b"a", b"b"])
-        assert zsend.poll_in(addr, 5000) == 1
-        assert zsend.events(addr) & zmq.POLLIN and zsend.events(addr) == r.get(zmq.EVENTS)
-        assert r.recv_multipart()[1:] == [b"a", b"b"]
-        assert zsend.poll_in(addr, 0) == 0
-        with pytest.raises(ValueError, match="null socket"):
-            zsend.events(0)
-        with pytest.raises(ValueError, match="null socket"):
-            zsend.poll_in(0, 0)
-
-
 def test_receiving_without_zsend_uses_pyzmq(monkeypatch):
-    """The fallback (no hefl._zsend): pyzmq's Poller and EVENTS, same messages."""
+    """The fallback (no hefl._zsend): pyzmq's Poller, frame by frame, same messages."""
     monkeypatch.setattr(zmq_channel, "_ZSEND", None)
     a = zmq_channel.ZmqChannel("alice", ["bob"], heartbeat_timeout=5.0)
     b = zmq_channel.ZmqChannel("bob", ["alice"], heartbeat_timeout=5.0)
@@ -239,3 +220,65 @@ def test_an_older_zsend_build_is_not_used(monkeypatch):
     monkeypatch.setitem(sys.modules, "hefl._zsend", old)
     monkeypatch.setattr("hefl._zsend", old, raising=False)
     assert zmq_channel._bind_zsend() is None
+
+
+# ----------------------------------------------------------------------------- whole messages
+
+
+def test_send_multipart_and_recv_round_trip():
+    with _router_dealer() as (r, d):
+        pinned = bytearray(np.arange(25_000, dtype=np.int64).tobytes())  # 200 kB, zero-copy
+        immutable = bytes(range(256)) * 1200  # 300 kB, zero-copy, nothing to wait for
+        parts = [b"header", b"x" * 100, pinned, memoryview(immutable), immutable, b""]
+        err, sents = zsend.send_multipart(d.underlying, parts, 65536)
+        assert err == 0 and len(sents) == 2  # the bytearray and the memoryview
+        got = zsend.recv(r.underlying, 5000, False, 4096, 100)
+        assert got is not None
+        received, user, complete = got
+        assert user is None and complete is True
+        assert [bytes(p) for p in received[1:]] == [bytes(p) for p in parts]
+        small = [p for p in received if type(p) is bytes]
+        large = [p for p in received if type(p) is not bytes]
+        assert len(small) == 4 and len(large) == 3  # routing id, 3 small parts; 3 large
+        assert all(len(p) == memoryview(p).nbytes for p in large)
+        arr = np.frombuffer(received[3], dtype=np.int64)
+        assert arr.flags.writeable and arr[-1] == 24_999  # writable, no copy needed
+        del received, got, large
+        arr[0] = 7  # the array keeps ZeroMQ's memory alive, and it is ours
+        assert arr[0] == 7 and arr[-1] == 24_999
+        assert all(s.wait(5.0) for s in sents) and _resizable(pinned)
+
+
+def test_recv_waits_its_timeout_and_keeps_the_socket_in_step():
+    with _router_dealer() as (r, d):
+        addr = r.underlying
+        assert zsend.recv(addr, 0, False, 4096, 100) is None
+        t = time.monotonic()
+        assert zsend.recv(addr, 50, False, 4096, 100) is None
+        assert time.monotonic() - t >= 0.04
+        d.send_multipart([b"p%d" % i for i in range(10)])
+        d.send_multipart([b"next"])
+        parts, _, complete = zsend.recv(addr, 5000, False, 4096, 4)
+        assert complete is False and parts[1:] == [b"p0", b"p1", b"p2"]  # the rest dropped
+        parts, _, complete = zsend.recv(addr, 5000, False, 4096, 4)
+        assert complete is True and parts[1:] == [b"next"]
+        with pytest.raises(ValueError, match="null socket"):
+            zsend.recv(0, 0, False, 4096, 4)
+
+
+def test_send_multipart_refusals_send_nothing(dealer):
+    d = dealer(connect=False)  # cannot queue anything: the first part is refused
+    data = bytearray(200_000)
+    assert zsend.send_multipart(d.underlying, [b"h", data], 65536) == (errno.EAGAIN, None)
+    assert _resizable(data)  # not pinned
+    with _router_dealer() as (r, d2):
+        strided = np.arange(100_000, dtype=np.int64)[::2]  # not C-contiguous: the other path
+        assert zsend.send_multipart(d2.underlying, [b"h", b"x", memoryview(strided)], 10) is None
+        assert zsend.send_multipart(d2.underlying, [b"h", object()], 10) is None
+        assert zsend.recv(r.underlying, 100, False, 4096, 10) is None  # nothing went out
+    with pytest.raises(ValueError, match="at least one part"):
+        zsend.send_multipart(d.underlying, [], 10)
+    with pytest.raises(TypeError):
+        zsend.send_multipart(d.underlying, (b"h",), 10)
+    with pytest.raises(ValueError, match="null socket"):
+        zsend.send_multipart(0, [b"h"], 10)
