@@ -43,7 +43,7 @@ _C = TypeVar("_C", bound="Channel")
 
 @dataclass
 class _Entry:
-    body: dict | None
+    body: dict | tuple | None  # tuple: (dtype, shape) of one array (wire.parse_nd_header)
     frames: list[Any]
     nbytes: int
     error: str | None = None
@@ -344,25 +344,30 @@ class Channel(ABC):
                   borrowed: bool) -> None:
         """Hand one encoded message to the wire; block until ``frames`` may be reused."""
 
-    def _ingest(self, peer: str, header_buf: Any, frames: list[Any]) -> dict | None:
-        """Take one received message from ``peer``; return its header (None if rejected).
+    def _ingest(self, peer: str, header_buf: Any, frames: list[Any]) -> None:
+        """Take one received message from ``peer``.
 
         Data messages are checked and buffered under their tag; ``bye`` marks the peer
         closed; the caller handles ``ping`` / ``pong`` / ``hello`` beyond marking the peer
         as seen.
         """
+        nd = wire.parse_nd_header(header_buf)  # one array: most messages, read fast
+        if nd is not None and nd[0] == peer:
+            self._deliver(peer, nd[1], (nd[2], nd[3]), [nd[4]], frames)
+            return
         try:
             header = wire.parse_header(header_buf)
         except BadMessage as exc:
             self._poison(peer, f"rejected message: {exc}", None)
-            return None
+            return
         if header["src"] != peer:
             self._poison(peer, f"rejected message claiming to come from {header['src']!r}", None)
-            return None
+            return
         kind = header["kind"]
         if kind == "msg":
-            self._deliver(peer, header, frames)  # marks the peer seen, under the same lock
-            return header
+            # marks the peer seen, under the same lock
+            self._deliver(peer, header["tag"], header["body"], header["sizes"], frames)
+            return
         with self._mutex:
             st = self._state[peer]
             st.seen = True
@@ -374,13 +379,12 @@ class Channel(ABC):
                 st.closed = True
                 log.debug("%s: peer %s closed its channel", self._self_name, peer)
                 self._notify()
-        return header
 
-    def _deliver(self, peer: str, header: dict, frames: list[Any]) -> None:
-        tag = header["tag"]
+    def _deliver(self, peer: str, tag: str, body: dict | tuple, sizes: list[int],
+                 frames: list[Any]) -> None:
         try:
-            nbytes = wire.check_frames(header, frames, self.max_message_bytes)
-            entry = _Entry(header["body"], frames, nbytes)
+            nbytes = wire.check_sizes(sizes, frames, self.max_message_bytes)
+            entry = _Entry(body, frames, nbytes)
         except BadMessage as exc:
             entry = _Entry(None, [], 0, str(exc))
         with self._mutex:

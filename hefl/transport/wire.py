@@ -86,12 +86,14 @@ __all__ = [
     "announced_limit",
     "build_message",
     "check_frames",
+    "check_sizes",
     "control_header",
     "decode_payload",
     "encode_payload",
     "is_cipher_array",
     "is_public_kit",
     "parse_header",
+    "parse_nd_header",
     "validate_name",
     "validate_segment",
     "validate_tag",
@@ -464,9 +466,46 @@ def _json_loads(text: str) -> Any:
 _WS_CHARS = frozenset(" \t\n\r")
 
 
+# The header _nd_message writes for one C-ordered array, byte for byte. For bytes it
+# matches, parse_header's result is fixed by the five captures: none of the characters
+# the classes admit needs JSON escaping (no '"', no '\'), the numbers are plain JSON
+# integers below 10**18, src, tag and dtype satisfy _NAME_RE, _TAG_RE ('"' ending the
+# tag where _TAG_RE has \Z) and _DTYPE_RE, and at most _MAX_NDIM dimensions.
+_ND_SEG = rb'(?!\.+[/"])[A-Za-z0-9_.:=+,@#\-]+'
+_ND_INT = rb"(?:0|[1-9][0-9]{0,17})"
+_ND_HEADER = re.compile(
+    rb'\{"v":1,"src":"([A-Za-z0-9_.\-]{1,64})","kind":"msg","tag":"(' + _ND_SEG
+    + rb"(?:/" + _ND_SEG + rb')*)","body":\{"k":"nd","dtype":"([<>|][biufc][0-9]{1,2})",'
+    + rb'"shape":\[(' + _ND_INT + rb"(?:," + _ND_INT + rb"){0,%d})?\]," % (_MAX_NDIM - 1)
+    + rb'"order":"C","f":0\},"sizes":\[(' + _ND_INT + rb")\]\}"
+)
+assert PROTOCOL_VERSION == 1  # the pattern spells it
+
+
+def parse_nd_header(data: Any) -> tuple[str, str, str, list[int], int] | None:
+    """``(src, tag, dtype, shape, size)`` when ``data`` is, byte for byte, the header that
+    :func:`build_message` writes for one C-ordered numeric array (the bulk of the
+    traffic); else ``None``: use :func:`parse_header`, which accepts the same header
+    too (a dict of the same values), only slower."""
+    if type(data) is not bytes or len(data) > 1024:
+        return None
+    m = _ND_HEADER.fullmatch(data)
+    if m is None:
+        return None
+    src, tag, dtype, shape, size = m.groups()
+    if len(tag) > MAX_TAG_LENGTH:
+        return None
+    return (src.decode("ascii"), tag.decode("ascii"), dtype.decode("ascii"),
+            [int(x) for x in shape.split(b",")] if shape else [], int(size))
+
+
 def check_frames(header: dict, frames: list[Any], max_message_bytes: int) -> int:
     """Check that ``frames`` match ``header["sizes"]`` exactly; return the payload bytes."""
-    sizes = header["sizes"]
+    return check_sizes(header["sizes"], frames, max_message_bytes)
+
+
+def check_sizes(sizes: list[int], frames: list[Any], max_message_bytes: int) -> int:
+    """Check that ``frames`` have exactly the byte ``sizes`` announced; return their sum."""
     if len(frames) != len(sizes):
         raise BadMessage(f"message has {len(frames)} payload frames, header announces {len(sizes)}"
                    " (truncated or padded)")
@@ -584,27 +623,12 @@ class _Decoder:
             dt = _plain_dtype(dtype_s)
         if not isinstance(shape, list) or len(shape) > _MAX_NDIM:
             raise BadMessage("array shape is not a list of non-negative ints")
-        expected = span = dt.itemsize
         for s in shape:
             if type(s) is not int or s < 0:
                 raise BadMessage("array shape is not a list of non-negative ints")
-            expected *= s
-            span *= s or 1
         if order not in ("C", "F"):
             raise BadMessage(f"array order {str(order)[:10]!r} is not 'C' or 'F'")
-        if span >= 2**62:
-            # numpy cannot even describe it (an empty array of shape [0, 2**62, 2**62])
-            raise BadMessage(f"array shape {str(shape)[:80]} is too large")
-        mv = self.frame(desc.get("f"))
-        if mv.nbytes != expected:
-            raise BadMessage(
-                f"array of shape {tuple(shape)} and dtype {dtype_s} needs {expected} bytes,"
-                f" frame has {mv.nbytes}"
-            )
-        flat = np.frombuffer(mv, dtype=dt) if expected else np.empty(0, dtype=dt)
-        flags = flat.flags
-        if not flags.writeable or not flags.aligned:
-            flat = flat.copy()
+        flat = _flat_array(dt, dtype_s, shape, self.frame(desc.get("f")))
         arr = flat.reshape(shape[::-1]).T if order == "F" else flat.reshape(shape)
         if desc.get("scalar") is True:
             if shape:
@@ -654,8 +678,40 @@ class _Decoder:
         return kit
 
 
+def _flat_array(dt: np.dtype, dtype_s: str, shape: list[int], mv: memoryview) -> np.ndarray:
+    """The flat array of ``dt`` over ``mv``, which must hold exactly ``shape`` (a list of
+    non-negative ints); writable and aligned (a copy where the buffer is neither)."""
+    expected = span = dt.itemsize
+    for s in shape:
+        expected *= s
+        span *= s or 1
+    if span >= 2**62:
+        # numpy cannot even describe it (an empty array of shape [0, 2**62, 2**62])
+        raise BadMessage(f"array shape {str(shape)[:80]} is too large")
+    if mv.nbytes != expected:
+        raise BadMessage(
+            f"array of shape {tuple(shape)} and dtype {dtype_s} needs {expected} bytes,"
+            f" frame has {mv.nbytes}"
+        )
+    flat = np.frombuffer(mv, dtype=dt) if expected else np.empty(0, dtype=dt)
+    flags = flat.flags
+    if not flags.writeable or not flags.aligned:
+        flat = flat.copy()
+    return flat
+
+
+def _decode_nd(body: tuple[str, list[int]], frames: list[Any]) -> np.ndarray:
+    """The array of a message whose header :func:`parse_nd_header` read: ``body`` is its
+    ``(dtype, shape)``, ``frames`` its one frame (size-checked)."""
+    dtype_s, shape = body
+    dt = _DTYPES.get(dtype_s)
+    if dt is None:
+        dt = _plain_dtype(dtype_s)
+    return _flat_array(dt, dtype_s, shape, memoryview(frames[0])).reshape(shape)
+
+
 def decode_payload(
-    body: dict,
+    body: dict | tuple[str, list[int]],
     frames: list[Any],
     *,
     kits: Mapping[str, Any] | None = None,
@@ -667,8 +723,9 @@ def decode_payload(
 
     Parameters
     ----------
-    body : dict
-        The payload descriptor from the header.
+    body : dict or tuple
+        The payload descriptor from the header; or ``(dtype, shape)`` for a header that
+        :func:`parse_nd_header` read (one C-ordered array in one frame).
     frames : list of buffer
         The received payload frames (already size-checked by :func:`check_frames`).
     kits : mapping, optional
@@ -683,8 +740,10 @@ def decode_payload(
     ProtocolError
         For any malformed, inconsistent or unknown content, naming ``peer`` and ``tag``.
     """
-    dec = _Decoder(frames, kits, on_kit)
     try:
+        if type(body) is tuple:
+            return _decode_nd(body, frames)
+        dec = _Decoder(frames, kits, on_kit)
         obj = dec.decode(body)
         if not all(dec.used):
             unused = [i for i, u in enumerate(dec.used) if not u]

@@ -233,3 +233,30 @@ def test_two_threads_receiving_one_tag_one_gets_it_the_other_fails_fast(pair):
     assert time.monotonic() - t0 < 2.0  # not the 5 s timeout
     assert len(out) == 2 and any(v == 42 for v in out.values())
     assert any(isinstance(v, ProtocolError) and "already received" in str(v) for v in out.values())
+
+
+@pytest.mark.parametrize("case", ["wrong_size", "two_frames", "bad_dtype", "spoofed"])
+def test_one_array_messages_are_checked_like_any_other(pair, case):
+    """Headers of one array take a faster parser; what does not fit is rejected all the same."""
+    _, b = pair
+    header, frames, _ = wire.build_message("mallory" if case == "spoofed" else "alice", "x",
+                                           np.arange(3.0))
+    assert wire.parse_nd_header(header) is not None
+    frames = [bytearray(f) for f in frames]
+    if case == "wrong_size":
+        frames = [frames[0][:16]]
+    elif case == "two_frames":
+        frames.append(bytearray(8))
+    elif case == "bad_dtype":
+        header = header.replace(b"<f8", b"<f3")
+    b._ingest("alice", header, frames)
+    with pytest.raises(ProtocolError, match="claiming" if case == "spoofed" else "rejected") as ei:
+        b.recv("alice", "x", timeout=1)
+    assert ei.value.peer == "alice" and ei.value.tag == "x"
+    good, gframes, _ = wire.build_message("alice", "y", np.arange(3.0))
+    b._ingest("alice", good, [bytearray(f) for f in gframes])
+    if case == "spoofed":  # the link is poisoned: nothing more is taken from it
+        with pytest.raises(ProtocolError, match="claiming"):
+            b.recv("alice", "y", timeout=1)
+    else:  # only that tag was bad
+        assert b.recv("alice", "y").tolist() == [0.0, 1.0, 2.0]

@@ -311,3 +311,78 @@ def test_header_json_parser_is_json_loads(text):
             return type(exc).__name__, str(exc)
 
     assert outcome(wire._json_loads) == outcome(json.loads)
+
+
+def _nd_header_agrees(header: bytes) -> None:
+    """parse_nd_header accepts only what parse_header accepts, and reads the same."""
+    fast = wire.parse_nd_header(header)
+    if fast is None:
+        return
+    h = wire.parse_header(header)  # raises if the fast path took what the general refuses
+    assert h["kind"] == "msg" and set(h) == {"v", "src", "kind", "tag", "body", "sizes"}
+    assert h["body"] == {"k": "nd", "dtype": fast[2], "shape": fast[3], "order": "C", "f": 0}
+    assert (h["src"], h["tag"], h["sizes"]) == (fast[0], fast[1], [fast[4]])
+
+
+@pytest.mark.parametrize("dtype", ["<f8", ">f8", "<f4", "|b1", "<c16", ">c8", "<i8", "|u1",
+                                   "<u2", "<f2"])
+@pytest.mark.parametrize("shape", [(), (0,), (5,), (3, 4), (2, 0, 3), (1,) * 32])
+@pytest.mark.parametrize("tag", ["m1", "tree-3/level-2/hist", "a.b/..c/x..", "x" * 512])
+def test_nd_header_fast_path_reads_what_build_message_writes(dtype, shape, tag):
+    arr = np.arange(int(np.prod(shape))).astype(dtype).reshape(shape)
+    header, frames, _ = wire.build_message("alice", tag, arr)
+    fast = wire.parse_nd_header(header)
+    assert fast == ("alice", tag, np.dtype(dtype).str, list(shape), arr.nbytes)
+    _nd_header_agrees(header)
+    got = wire.decode_payload(fast[2:4], [bytearray(f) for f in frames], peer="alice", tag=tag)
+    assert got.dtype == arr.dtype and got.shape == arr.shape and np.array_equal(got, arr)
+    assert got.flags.writeable
+
+
+def test_nd_header_fast_path_leaves_everything_else_to_the_general_parser():
+    canonical = wire.build_message("alice", "t", np.arange(3.0))[0]
+    assert wire.parse_nd_header(canonical) is not None
+    others = [
+        canonical.replace(b":", b": "),  # same JSON, other spelling
+        canonical.replace(b'"f":0', b'"f":0,"scalar":true'),
+        canonical.replace(b'"order":"C"', b'"order":"F"'),
+        canonical.replace(b'"t"', b'"\\u0074"'),  # an escape
+        canonical.replace(b"[24]", b"[024]"),  # not JSON
+        canonical.replace(b"[3]", b"[1" + b"0" * 18 + b"]"),  # beyond the fast path's ints
+        canonical.replace(b'"v":1', b'"v":2'),
+        canonical.replace(b'"t"', b'"a/../b"'),  # a dots-only segment: an invalid tag
+        canonical.replace(b'"t"', b'"' + b"x" * 513 + b'"'),  # too long
+        canonical.replace(b"[3]", b"[" + b",".join([b"1"] * 33) + b"]"),  # too many dims
+        canonical + b" ",
+        bytearray(canonical),  # only bytes take the fast path
+    ]
+    for other in others:
+        assert wire.parse_nd_header(other) is None, other
+
+
+def test_nd_header_fast_path_never_takes_a_mutated_header_the_general_path_refuses():
+    base = wire.build_message("alice", "tree-1/n.2", np.arange(6, dtype="<i4").reshape(2, 3))[0]
+    alphabet = b'"\\/.,:{}[]01289 aAzZ-_<>|fbc\x00\xff'
+    for i in range(len(base)):
+        for c in alphabet:
+            mutated = base[:i] + bytes([c]) + base[i + 1:]
+            try:
+                _nd_header_agrees(mutated)
+            except wire.BadMessage as exc:
+                raise AssertionError(f"fast path took {mutated!r}, general path: {exc}") from None
+        _nd_header_agrees(base[:i] + base[i + 1:])  # a byte dropped
+
+
+@pytest.mark.parametrize("case", ["wrong_size", "two_frames", "no_frame", "bad_dtype"])
+def test_nd_fast_path_rejects_what_does_not_fit_its_header(case):
+    header = wire.build_message("alice", "t", np.arange(3.0))[0]
+    header = header.replace(b"<f8", b"<f3") if case == "bad_dtype" else header
+    frames = {"wrong_size": [bytearray(16)], "two_frames": [bytearray(24), bytearray(1)],
+              "no_frame": [], "bad_dtype": [bytearray(24)]}[case]
+    fast = wire.parse_nd_header(header)
+    assert fast is not None
+    with pytest.raises(ProtocolError, match="rejected message|frame") as ei:
+        wire.check_sizes([fast[4]], frames, 2**32)
+        wire.decode_payload(fast[2:4], frames, peer="alice", tag="t")
+    if case == "bad_dtype":
+        assert ei.value.peer == "alice" and ei.value.tag == "t"
