@@ -395,22 +395,79 @@ static PyObject *part_object(zmq_msg_t *msg, Py_ssize_t copy_below) {
     return (PyObject *)f;
 }
 
-/* recv(socket, timeout_ms, want_user, copy_below, max_parts): one whole message.
+/* Read the rest of the message whose first part is in `msg` off `s`, keeping nothing. */
+static void drop_message(zmq_msg_t *msg, void *s) {
+    for (;;) {
+        int more = p_msg_more(msg);
+        p_msg_close(msg);
+        if (!more || recv_part(msg, s) != 0) return; /* recv_part closes what it fails on */
+    }
+}
+
+/* The message whose first part is in `msg` (taken over: closed here), the rest read off
+ * `s`: (parts, user_id, complete) as recv describes. NULL with an exception, or NULL with
+ * *err set when a later part could not be read (cannot happen with libzmq: atomic
+ * delivery); either way every part of the message is off the socket. */
+static PyObject *take_message(zmq_msg_t *msg, void *s, int want_user, Py_ssize_t copy_below,
+                              Py_ssize_t max_parts, int *err) {
+    PyObject *parts = PyList_New(0), *user = NULL;
+    int failed = parts == NULL, complete = 1;
+    *err = 0;
+    for (Py_ssize_t i = 0;; i++) {
+        int more = p_msg_more(msg);
+        if (i == 1 && want_user && !failed) {
+            const char *u = p_msg_gets(msg, "User-Id");
+            if (u) {
+                user = PyUnicode_DecodeUTF8(u, (Py_ssize_t)strlen(u), "replace");
+                failed = user == NULL;
+            }
+        }
+        if (failed || i >= max_parts) {
+            complete = complete && i < max_parts;
+            p_msg_close(msg);
+        } else {
+            PyObject *o = part_object(msg, copy_below);
+            failed = o == NULL || PyList_Append(parts, o) < 0;
+            Py_XDECREF(o);
+        }
+        if (!more) break;
+        /* atomic delivery: the rest of the message is there already */
+        int e = recv_part(msg, s);
+        if (e) { /* never hand out half a message */
+            if (!failed) *err = e;
+            failed = 1;
+            break;
+        }
+    }
+    if (failed) {
+        Py_XDECREF(parts);
+        Py_XDECREF(user);
+        return NULL;
+    }
+    if (!user) user = Py_NewRef(Py_None);
+    return Py_BuildValue("(NNO)", parts, user, complete ? Py_True : Py_False);
+}
+
+/* recv(socket, timeout_ms, want_user, copy_below, max_parts, max_msgs): whole messages.
  *
- * Waits up to timeout_ms for one (GIL released; 0: only what is there already) and
- * returns (parts, user_id, complete): parts below copy_below bytes as bytes, larger
- * ones as Frames; user_id the "User-Id" property of its second part when want_user
- * (CurveZMQ: the name the ZAP handler gave the sender's key), else None; complete false
- * when the message had more than max_parts parts: the rest were received and dropped,
- * so the socket is at the next message either way. None when no message came (or a
- * signal cut the wait short), -errno on an error. */
+ * Waits up to timeout_ms for one (GIL released; 0: only what is there already), then
+ * takes up to max_msgs - 1 more that are there already, and returns them as a list of
+ * (parts, user_id, complete): parts below copy_below bytes as bytes, larger ones as
+ * Frames; user_id the "User-Id" property of the second part when want_user (CurveZMQ:
+ * the name the ZAP handler gave the sender's key), else None; complete false when the
+ * message had more than max_parts parts: the rest were received and dropped, so the
+ * socket is at the next message either way. None when no message came (or a signal cut
+ * the wait short), -errno on an error. Should building a message's objects fail, the
+ * exception is raised and the messages taken in this call are lost with it: the
+ * channel then fails as a whole, never silently. */
 static PyObject *py_recv(PyObject *self, PyObject *args) {
     (void)self;
     unsigned long long sock;
     long timeout_ms;
     int want_user;
-    Py_ssize_t copy_below, max_parts;
-    if (!PyArg_ParseTuple(args, "Klpnn", &sock, &timeout_ms, &want_user, &copy_below, &max_parts))
+    Py_ssize_t copy_below, max_parts, max_msgs;
+    if (!PyArg_ParseTuple(args, "Klpnnn", &sock, &timeout_ms, &want_user, &copy_below,
+                          &max_parts, &max_msgs))
         return NULL;
     if (!usable(sock, p_msg_recv != NULL)) return NULL;
     void *s = (void *)(uintptr_t)sock;
@@ -433,42 +490,23 @@ static PyObject *py_recv(PyObject *self, PyObject *args) {
         }
         return PyLong_FromLong(-(long)err);
     }
-    PyObject *parts = PyList_New(0), *user = NULL;
-    int failed = parts == NULL, complete = 1;
-    for (Py_ssize_t i = 0;; i++) {
-        int more = p_msg_more(&msg);
-        if (i == 1 && want_user && !failed) {
-            const char *u = p_msg_gets(&msg, "User-Id");
-            if (u) {
-                user = PyUnicode_DecodeUTF8(u, (Py_ssize_t)strlen(u), "replace");
-                failed = user == NULL;
-            }
+    PyObject *batch = PyList_New(0);
+    for (;;) {
+        if (!batch) { /* take the message off the socket all the same */
+            drop_message(&msg, s);
+            return NULL;
         }
-        if (failed || i >= max_parts) {
-            complete = complete && i < max_parts;
-            p_msg_close(&msg);
-        } else {
-            PyObject *o = part_object(&msg, copy_below);
-            failed = o == NULL || PyList_Append(parts, o) < 0;
-            Py_XDECREF(o);
+        PyObject *one = take_message(&msg, s, want_user, copy_below, max_parts, &err);
+        if (!one || PyList_Append(batch, one) < 0) {
+            Py_XDECREF(one);
+            Py_DECREF(batch);
+            if (err) return PyLong_FromLong(-(long)err);
+            return NULL;
         }
-        if (!more) break;
-        /* atomic delivery: the rest of the message is there already */
-        err = recv_part(&msg, s);
-        if (err) { /* cannot happen with libzmq; never hand out half a message */
-            Py_XDECREF(parts);
-            Py_XDECREF(user);
-            if (failed) return NULL;
-            return PyLong_FromLong(-(long)err);
-        }
+        Py_DECREF(one);
+        if (PyList_GET_SIZE(batch) >= max_msgs || recv_part(&msg, s) != 0) break;
     }
-    if (failed) { /* the whole message was taken off the socket all the same */
-        Py_XDECREF(parts);
-        Py_XDECREF(user);
-        return NULL;
-    }
-    if (!user) user = Py_NewRef(Py_None);
-    return Py_BuildValue("(NNO)", parts, user, complete ? Py_True : Py_False);
+    return batch;
 }
 
 /* send_multipart(socket, parts, copy_below): one message, without blocking.
@@ -625,8 +663,8 @@ static PyMethodDef methods[] = {
     {"send", py_send, METH_VARARGS,
      "send(socket_address, buffer, flags) -> (errno, Sent or None): one zero-copy frame"},
     {"recv", py_recv, METH_VARARGS,
-     "recv(socket_address, timeout_ms, want_user, copy_below, max_parts) -> (parts, user_id,"
-     " complete), None if no message came, or -errno: one whole message"},
+     "recv(socket_address, timeout_ms, want_user, copy_below, max_parts, max_msgs) ->"
+     " [(parts, user_id, complete)], None if no message came, or -errno: whole messages"},
     {"send_multipart", py_send_multipart, METH_VARARGS,
      "send_multipart(socket_address, parts, copy_below) -> (errno, [Sent] or None), or None"
      " when a part is not a C-contiguous buffer: one message, large parts zero-copy"},

@@ -71,6 +71,8 @@ _EVENTS = int(zmq.EVENTS)
 _COPY_BELOW = 4096
 # Most parts a received message may have: routing id, header, payload frames.
 _MAX_PARTS = wire.MAX_FRAMES + 2
+# Most messages taken off the ROUTER at a time (then whoever waits gets a look in).
+_BATCH = 1000
 
 
 # How a frame is sent: copied by libzmq; zero-copy through pyzmq (immutable bytes, or a
@@ -470,7 +472,7 @@ class ZmqChannel(Channel):
             if self._router_lock.acquire(timeout=step):
                 try:
                     # Another thread may have delivered what we wait for meanwhile.
-                    if self._gen == gen and not self.closed:
+                    if self._gen == gen and not self._closed:
                         self._poll_router(step)
                 finally:
                     self._router_lock.release()
@@ -655,16 +657,9 @@ class ZmqChannel(Channel):
         if router.closed:
             return False
         ms = int(timeout * 1000)
-        if _ZSEND is not None:  # wait and receive in one call, then take the rest
-            got = _ZSEND.recv(router.underlying, ms, self._curve is not None,
-                              _COPY_BELOW, _MAX_PARTS)
-            if got is None:
-                return False
-            if type(got) is int:
-                raise _zmq_error(-got)
-            self._route(got[0], got[1], got[2])
-            self._drain_router()
-            return True
+        if _ZSEND is not None:  # wait, and take what is there, in one call
+            return self._take_batch(_ZSEND.recv(router.underlying, ms, self._curve is not None,
+                                                _COPY_BELOW, _MAX_PARTS, _BATCH))
         if self._router_poller is None:
             self._router_poller = zmq.Poller()
             self._router_poller.register(router, _POLLIN)
@@ -673,25 +668,29 @@ class ZmqChannel(Channel):
         self._drain_router()
         return True
 
+    def _take_batch(self, got: list | int | None) -> bool:
+        """Route what ``hefl._zsend.recv`` returned; whether it was any message."""
+        if got is None:
+            return False
+        if type(got) is int:
+            raise _zmq_error(-got)
+        route = self._route
+        for parts, user, complete in got:
+            route(parts, user, complete)
+        return True
+
     def _drain_router(self) -> None:
-        """Take what the ROUTER holds (up to 1,000 messages). Call with ``_router_lock``
-        held (under which the ROUTER is closed)."""
+        """Take what the ROUTER holds (up to ``_BATCH`` messages). Call with
+        ``_router_lock`` held (under which the ROUTER is closed)."""
         router = self._router
         if router.closed:
             return
-        addr = router.underlying
-        if _ZSEND is not None:  # one call per whole message
-            recv, want_user = _ZSEND.recv, self._curve is not None
-            for _ in range(1000):
-                got = recv(addr, 0, want_user, _COPY_BELOW, _MAX_PARTS)
-                if got is None:
-                    return
-                if type(got) is int:
-                    raise _zmq_error(-got)
-                self._route(got[0], got[1], got[2])
+        if _ZSEND is not None:
+            self._take_batch(_ZSEND.recv(router.underlying, 0, self._curve is not None,
+                                         _COPY_BELOW, _MAX_PARTS, _BATCH))
             return
         recv = router.recv
-        for i in range(1000):
+        for i in range(_BATCH):
             # ZMQ_EVENTS: cheaper than a recv failing with zmq.Again (and than pyzmq's
             # router.get, which looks the option up in an enum on every call)
             if i and not router.get(_EVENTS) & _POLLIN:

@@ -232,9 +232,9 @@ def test_send_multipart_and_recv_round_trip():
         parts = [b"header", b"x" * 100, pinned, memoryview(immutable), immutable, b""]
         err, sents = zsend.send_multipart(d.underlying, parts, 65536)
         assert err == 0 and len(sents) == 2  # the bytearray and the memoryview
-        got = zsend.recv(r.underlying, 5000, False, 4096, 100)
-        assert got is not None
-        received, user, complete = got
+        got = zsend.recv(r.underlying, 5000, False, 4096, 100, 10)
+        assert got is not None and len(got) == 1
+        received, user, complete = got[0]
         assert user is None and complete is True
         assert [bytes(p) for p in received[1:]] == [bytes(p) for p in parts]
         small = [p for p in received if type(p) is bytes]
@@ -249,21 +249,29 @@ def test_send_multipart_and_recv_round_trip():
         assert all(s.wait(5.0) for s in sents) and _resizable(pinned)
 
 
-def test_recv_waits_its_timeout_and_keeps_the_socket_in_step():
+def test_recv_waits_its_timeout_takes_batches_and_keeps_the_socket_in_step():
     with _router_dealer() as (r, d):
         addr = r.underlying
-        assert zsend.recv(addr, 0, False, 4096, 100) is None
+        assert zsend.recv(addr, 0, False, 4096, 100, 10) is None
         t = time.monotonic()
-        assert zsend.recv(addr, 50, False, 4096, 100) is None
+        assert zsend.recv(addr, 50, False, 4096, 100, 10) is None
         assert time.monotonic() - t >= 0.04
         d.send_multipart([b"p%d" % i for i in range(10)])
-        d.send_multipart([b"next"])
-        parts, _, complete = zsend.recv(addr, 5000, False, 4096, 4)
-        assert complete is False and parts[1:] == [b"p0", b"p1", b"p2"]  # the rest dropped
-        parts, _, complete = zsend.recv(addr, 5000, False, 4096, 4)
-        assert complete is True and parts[1:] == [b"next"]
+        for i in range(4):
+            d.send_multipart([b"next", b"%d" % i])
+        got: list = []
+        deadline = time.monotonic() + 5
+        while len(got) < 5 and time.monotonic() < deadline:
+            batch = zsend.recv(addr, 100, False, 4096, 4, 2)
+            if batch is not None:
+                assert 1 <= len(batch) <= 2  # at most max_msgs a call
+                got += batch
+        # the long message cut to 4 parts (the rest read and dropped), then the others
+        assert [(p[1:], c) for p, _, c in got] == (
+            [([b"p0", b"p1", b"p2"], False)] + [([b"next", b"%d" % i], True) for i in range(4)])
+        assert zsend.recv(addr, 0, False, 4096, 4, 2) is None
         with pytest.raises(ValueError, match="null socket"):
-            zsend.recv(0, 0, False, 4096, 4)
+            zsend.recv(0, 0, False, 4096, 4, 1)
 
 
 def test_send_multipart_refusals_send_nothing(dealer):
@@ -275,7 +283,7 @@ def test_send_multipart_refusals_send_nothing(dealer):
         strided = np.arange(100_000, dtype=np.int64)[::2]  # not C-contiguous: the other path
         assert zsend.send_multipart(d2.underlying, [b"h", b"x", memoryview(strided)], 10) is None
         assert zsend.send_multipart(d2.underlying, [b"h", object()], 10) is None
-        assert zsend.recv(r.underlying, 100, False, 4096, 10) is None  # nothing went out
+        assert zsend.recv(r.underlying, 100, False, 4096, 10, 10) is None  # nothing went out
     with pytest.raises(ValueError, match="at least one part"):
         zsend.send_multipart(d.underlying, [], 10)
     with pytest.raises(TypeError):
