@@ -474,12 +474,12 @@ _WS_CHARS = frozenset(" \t\n\r")
 _ND_SEG = rb'(?!\.+[/"])[A-Za-z0-9_.:=+,@#\-]+'
 _ND_INT = rb"(?:0|[1-9][0-9]{0,17})"
 _ND_HEADER = re.compile(
-    rb'\{"v":1,"src":"([A-Za-z0-9_.\-]{1,64})","kind":"msg","tag":"(' + _ND_SEG
+    rb'\{"v":%d,"src":"([A-Za-z0-9_.\-]{1,64})","kind":"msg","tag":"(' % PROTOCOL_VERSION
+    + _ND_SEG
     + rb"(?:/" + _ND_SEG + rb')*)","body":\{"k":"nd","dtype":"([<>|][biufc][0-9]{1,2})",'
     + rb'"shape":\[(' + _ND_INT + rb"(?:," + _ND_INT + rb"){0,%d})?\]," % (_MAX_NDIM - 1)
     + rb'"order":"C","f":0\},"sizes":\[(' + _ND_INT + rb")\]\}"
 )
-assert PROTOCOL_VERSION == 1  # the pattern spells it
 
 
 def parse_nd_header(data: Any) -> tuple[str, str, str, list[int], int] | None:
