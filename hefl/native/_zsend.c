@@ -103,6 +103,11 @@ static void destroy(hint_t *h) {
     PyMem_RawFree(h);
 }
 
+static void orphan(hint_t *h) {
+    h->next = orphans;
+    orphans = h;
+}
+
 static void sweep_orphans(void) {
     /* Releasing a buffer can run Python code (a finalizer) that sends again and sweeps
      * again: take the list first, put the pending ones back, and only then free the rest. */
@@ -115,14 +120,44 @@ static void sweep_orphans(void) {
             h->next = done;
             done = h;
         } else {
-            h->next = orphans;
-            orphans = h;
+            orphan(h);
         }
     }
     while (done) {
         hint_t *h = done;
         done = h->next;
         destroy(h);
+    }
+}
+
+/* A zero-copy message over `view`, which the hint takes over (released once ZeroMQ lets
+ * go): 0 with *msg and *out set, or the errno with the view released. */
+static int pin(zmq_msg_t *msg, Py_buffer *view, hint_t **out) {
+    hint_t *h = (hint_t *)PyMem_RawCalloc(1, sizeof(hint_t));
+    if (!h || sem_init(&h->sem, 0, 0) != 0) {
+        int err = h ? errno : ENOMEM;
+        PyMem_RawFree(h);
+        PyBuffer_Release(view);
+        return err ? err : EINVAL;
+    }
+    h->view = *view;
+    view->obj = NULL;
+    if (p_init_data(msg, h->view.buf, (size_t)h->view.len, on_free, h) != 0) {
+        int err = p_errno();
+        destroy(h);
+        return err ? err : ENOMEM;
+    }
+    *out = h;
+    return 0;
+}
+
+/* A pinned message ZeroMQ refused: closing it calls on_free (nothing was sent). */
+static void unsent(zmq_msg_t *msg, hint_t *h) {
+    p_msg_close(msg);
+    if (is_done(h)) {
+        destroy(h);
+    } else { /* cannot happen with libzmq, but never free what ZeroMQ may hold */
+        orphan(h);
     }
 }
 
@@ -138,8 +173,7 @@ static void Sent_dealloc(SentObject *self) {
         if (is_done(h)) {
             destroy(h);
         } else { /* ZeroMQ still holds the buffer: keep it pinned until it lets go */
-            h->next = orphans;
-            orphans = h;
+            orphan(h);
         }
     }
     Py_TYPE(self)->tp_free((PyObject *)self);
@@ -275,24 +309,12 @@ static PyObject *py_send(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "KOi", &sock, &obj, &flags)) return NULL;
     if (!usable(sock, p_init_data != NULL)) return NULL;
     sweep_orphans();
-    hint_t *h = (hint_t *)PyMem_RawCalloc(1, sizeof(hint_t));
-    if (!h) return PyErr_NoMemory();
-    if (PyObject_GetBuffer(obj, &h->view, PyBUF_C_CONTIGUOUS) < 0) {
-        PyMem_RawFree(h);
-        return NULL;
-    }
-    if (sem_init(&h->sem, 0, 0) != 0) {
-        PyBuffer_Release(&h->view);
-        PyMem_RawFree(h);
-        return PyErr_SetFromErrno(PyExc_OSError);
-    }
+    Py_buffer view;
+    if (PyObject_GetBuffer(obj, &view, PyBUF_C_CONTIGUOUS) < 0) return NULL;
     zmq_msg_t msg;
-    if (p_init_data(&msg, h->view.buf, (size_t)h->view.len, on_free, h) != 0) {
-        int err = p_errno();
-        destroy(h);
-        return Py_BuildValue("(iO)", err ? err : ENOMEM, Py_None);
-    }
-    int rc, err = 0;
+    hint_t *h;
+    int rc, err = pin(&msg, &view, &h);
+    if (err) return Py_BuildValue("(iO)", err, Py_None);
     for (;;) {
         Py_BEGIN_ALLOW_THREADS;
         rc = p_msg_send(&msg, (void *)(uintptr_t)sock, flags);
@@ -305,20 +327,13 @@ static PyObject *py_send(PyObject *self, PyObject *args) {
         }
     }
     if (rc < 0) {
-        p_msg_close(&msg); /* calls on_free: nothing was sent */
-        if (is_done(h)) {
-            destroy(h);
-        } else { /* cannot happen with libzmq, but never free what ZeroMQ may hold */
-            h->next = orphans;
-            orphans = h;
-        }
+        unsent(&msg, h);
         if (err == -1) return NULL; /* the signal handler's exception */
         return Py_BuildValue("(iO)", err ? err : EIO, Py_None);
     }
     SentObject *s = PyObject_New(SentObject, &SentType);
     if (!s) { /* the message is out: the buffer must stay pinned until it is released */
-        h->next = orphans;
-        orphans = h;
+        orphan(h);
         return NULL;
     }
     s->h = h;
@@ -565,24 +580,8 @@ static PyObject *py_send_multipart(PyObject *self, PyObject *args) {
                 memcpy(p_msg_data(&msg), v->buf, (size_t)v->len);
             }
         } else {
-            h = (hint_t *)PyMem_RawCalloc(1, sizeof(hint_t));
-            if (!h) {
-                err = ENOMEM;
-            } else if (sem_init(&h->sem, 0, 0) != 0) {
-                err = errno;
-                PyMem_RawFree(h);
-                h = NULL;
-            } else {
-                h->view = *v; /* the hint owns the view now */
-                v->obj = NULL;
-                h->released = 0;
-                if (p_init_data(&msg, h->view.buf, (size_t)h->view.len, on_free, h) != 0) {
-                    err = p_errno();
-                    err = err ? err : ENOMEM;
-                    destroy(h);
-                    h = NULL;
-                }
-            }
+            err = pin(&msg, v, &h); /* the hint owns the view now */
+            if (err) h = NULL;
         }
         if (!err) {
             int rc;
@@ -591,15 +590,11 @@ static PyObject *py_send_multipart(PyObject *self, PyObject *args) {
                 err = 0;
             } else {
                 err = err ? err : EIO;
-                p_msg_close(&msg); /* a zero-copy part: calls on_free (nothing was sent) */
                 if (h) {
-                    if (is_done(h)) {
-                        destroy(h);
-                    } else { /* cannot happen with libzmq: never free what ZeroMQ may hold */
-                        h->next = orphans;
-                        orphans = h;
-                    }
+                    unsent(&msg, h);
                     h = NULL;
+                } else {
+                    p_msg_close(&msg);
                 }
             }
         }
@@ -617,8 +612,7 @@ static PyObject *py_send_multipart(PyObject *self, PyObject *args) {
                                  ? NULL /* immutable: nobody needs to wait for it */
                                  : PyObject_New(SentObject, &SentType);
             if (!so) { /* the part is out: it stays pinned until ZeroMQ lets go */
-                h->next = orphans;
-                orphans = h;
+                orphan(h);
             } else {
                 so->h = h;
                 if (PyList_Append(sents, (PyObject *)so) < 0) {
