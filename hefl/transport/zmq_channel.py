@@ -658,8 +658,7 @@ class ZmqChannel(Channel):
             return False
         ms = int(timeout * 1000)
         if _ZSEND is not None:  # wait, and take what is there, in one call
-            return self._take_batch(_ZSEND.recv(router.underlying, ms, self._curve is not None,
-                                                _COPY_BELOW, _MAX_PARTS, _BATCH))
+            return self._take_batch(ms)
         if self._router_poller is None:
             self._router_poller = zmq.Poller()
             self._router_poller.register(router, _POLLIN)
@@ -668,8 +667,12 @@ class ZmqChannel(Channel):
         self._drain_router()
         return True
 
-    def _take_batch(self, got: list | int | None) -> bool:
-        """Route what ``hefl._zsend.recv`` returned; whether it was any message."""
+    def _take_batch(self, timeout_ms: int) -> bool:
+        """Wait up to ``timeout_ms`` for a message, take up to ``_BATCH`` through
+        ``hefl._zsend`` and route them; whether any came. Call with ``_router_lock``
+        held, the ROUTER open."""
+        got = _ZSEND.recv(self._router.underlying, timeout_ms, self._curve is not None,
+                          _COPY_BELOW, _MAX_PARTS, _BATCH)
         if got is None:
             return False
         if type(got) is int:
@@ -686,8 +689,7 @@ class ZmqChannel(Channel):
         if router.closed:
             return
         if _ZSEND is not None:
-            self._take_batch(_ZSEND.recv(router.underlying, 0, self._curve is not None,
-                                         _COPY_BELOW, _MAX_PARTS, _BATCH))
+            self._take_batch(0)
             return
         recv = router.recv
         for i in range(_BATCH):
